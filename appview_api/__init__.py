@@ -1,0 +1,1 @@
+"""relay AppView XRPC API: discovery, search, lookup and publish over Starlette."""
