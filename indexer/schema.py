@@ -1,0 +1,69 @@
+"""The DuckDB schema, as numbered migrations applied once each, in order, inside a transaction.
+
+Times are integer microseconds since the epoch (UTC): cheap to compare, to page by and to send. Deleted
+records stay as tombstone rows (deleted = true, fields cleared) so a replayed older create or update can
+never bring them back: every write to `tracks` is conditional on a newer rev.
+"""
+
+MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE meta (key VARCHAR PRIMARY KEY, value VARCHAR NOT NULL);
+
+    CREATE TABLE cursor (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        time_us BIGINT NOT NULL,
+        source VARCHAR,
+        updated_us BIGINT NOT NULL
+    );
+
+    CREATE TABLE accounts (
+        did VARCHAR PRIMARY KEY,
+        handle VARCHAR,
+        active BOOLEAN NOT NULL DEFAULT TRUE,
+        status VARCHAR,
+        seq BIGINT NOT NULL DEFAULT -1,
+        first_seen_us BIGINT NOT NULL,
+        handle_resolved_us BIGINT
+    );
+
+    CREATE TABLE tracks (
+        did VARCHAR NOT NULL,
+        rkey VARCHAR NOT NULL,
+        rev VARCHAR NOT NULL,
+        cid VARCHAR,
+        deleted BOOLEAN NOT NULL,
+        hidden BOOLEAN NOT NULL,
+        title VARCHAR,
+        artist VARCHAR,
+        album VARCHAR,
+        audio_url VARCHAR,
+        file_type VARCHAR,
+        duration INTEGER,
+        created_at VARCHAR,
+        created_us BIGINT,
+        indexed_us BIGINT NOT NULL,
+        sort_us BIGINT NOT NULL,
+        audio_state VARCHAR NOT NULL,
+        event_time_us BIGINT NOT NULL,
+        PRIMARY KEY (did, rkey)
+    );
+
+    CREATE TABLE audio_checks (
+        url VARCHAR PRIMARY KEY,
+        state VARCHAR NOT NULL,
+        reason VARCHAR NOT NULL,
+        status INTEGER,
+        content_type VARCHAR,
+        checked_us BIGINT NOT NULL
+    );
+
+    CREATE TABLE rejections (
+        uri VARCHAR NOT NULL,
+        rev VARCHAR NOT NULL,
+        reason VARCHAR NOT NULL,
+        event_time_us BIGINT NOT NULL,
+        rejected_us BIGINT NOT NULL,
+        PRIMARY KEY (uri, rev)
+    );
+    """,
+)

@@ -1,0 +1,280 @@
+"""The DuckDB index: the one write path, and read connections for the API.
+
+DuckDB allows one writing process; inside it, every write here runs on one writer thread (see
+`writer.py`) while readers take their own cursors on the same database and see committed snapshots. A
+batch of changes and the Jetstream cursor that covers it commit in one transaction, so after a crash
+(kill -9 included) the index holds exactly the events up to the stored cursor.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import duckdb
+import pyarrow as pa
+
+from indexer.changes import Batch
+from indexer.schema import MIGRATIONS
+
+log = logging.getLogger(__name__)
+
+NO_AUDIO = "none"  # audio_state of a tombstone
+
+
+class CheckResult(Protocol):
+    url: str
+    state: str
+    reason: str
+    status: int | None
+    content_type: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class StoredCursor:
+    time_us: int
+    source: str | None
+    updated_us: int
+
+
+def now_us() -> int:
+    return time.time_ns() // 1000
+
+
+class Store:
+    def __init__(self, path: Path | str, *, recheck_seconds: float = 86400.0) -> None:
+        self.path = Path(path)
+        if str(path) != ":memory:":
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._con = duckdb.connect(str(path))
+        self._local = threading.local()
+        self._recheck_us = int(recheck_seconds * 1_000_000)
+        self.generation = 0  # bumped after every commit that changes what readers see
+        self._migrate()
+
+    def close(self) -> None:
+        self._con.close()
+
+    # -- reads -------------------------------------------------------------------------------------
+
+    def reader(self) -> duckdb.DuckDBPyConnection:
+        """A connection for the calling thread (DuckDB connections are not shared across threads)."""
+        con = getattr(self._local, "con", None)
+        if con is None:
+            con = self._local.con = self._con.cursor()
+        return con
+
+    def cursor(self) -> StoredCursor | None:
+        row = self.reader().execute("SELECT time_us, source, updated_us FROM cursor").fetchone()
+        return StoredCursor(*row) if row else None
+
+    def known_dids(self) -> set[str]:
+        return {did for (did,) in self.reader().execute("SELECT did FROM accounts").fetchall()}
+
+    def pending_urls(self) -> list[str]:
+        rows = self.reader().execute(
+            "SELECT DISTINCT audio_url FROM tracks WHERE audio_state = 'pending' AND NOT deleted"
+        ).fetchall()
+        return [url for (url,) in rows]
+
+    def unresolved_dids(self) -> list[str]:
+        rows = self.reader().execute("SELECT did FROM accounts WHERE handle_resolved_us IS NULL").fetchall()
+        return [did for (did,) in rows]
+
+    def meta(self, key: str) -> str | None:
+        row = self.reader().execute("SELECT value FROM meta WHERE key = ?", [key]).fetchone()
+        return row[0] if row else None
+
+    # -- writes (writer thread only) ---------------------------------------------------------------
+
+    def apply(self, batch: Batch, source: str | None = None) -> list[str]:
+        """Commit a batch and its cursor; return the audio URLs that now need a check."""
+        stamp = now_us()
+        pending: list[str] = []
+        with self._transaction() as con:
+            if batch.new_accounts:
+                con.register("new_accounts", pa.table({"did": sorted(batch.new_accounts)}))
+                con.execute(
+                    "INSERT INTO accounts (did, first_seen_us) SELECT did, ? FROM new_accounts "
+                    "ON CONFLICT DO NOTHING",
+                    [stamp],
+                )
+                con.unregister("new_accounts")
+            if batch.accounts:
+                self._apply_accounts(con, batch)
+            if batch.tracks:
+                pending = self._apply_tracks(con, batch, stamp)
+            if batch.accounts:
+                self._apply_visibility(con, batch)
+            if batch.rejections:
+                con.executemany(
+                    "INSERT OR IGNORE INTO rejections VALUES (?, ?, ?, ?, ?)",
+                    [(r.uri, r.rev, r.reason, r.time_us, stamp) for r in batch.rejections],
+                )
+            if batch.cursor is not None:
+                con.execute(
+                    "INSERT OR REPLACE INTO cursor VALUES (1, ?, ?, ?)", [batch.cursor, source, stamp]
+                )
+        if batch.has_changes:
+            self.generation += 1
+        return pending
+
+    def _apply_tracks(self, con: duckdb.DuckDBPyConnection, batch: Batch, stamp: int) -> list[str]:
+        changes = list(batch.tracks.values())
+        tracks = [c.track for c in changes]
+        staged = pa.table(
+            {
+                "did": [c.did for c in changes],
+                "rkey": [c.rkey for c in changes],
+                "rev": [c.rev for c in changes],
+                "cid": [c.cid for c in changes],
+                "deleted": [t is None for t in tracks],
+                "title": [t.title if t else None for t in tracks],
+                "artist": [t.artist if t else None for t in tracks],
+                "album": [t.album if t else None for t in tracks],
+                "audio_url": [t.audio_url if t else None for t in tracks],
+                "file_type": [t.file_type if t else None for t in tracks],
+                "duration": pa.array([t.duration if t else None for t in tracks], pa.int32()),
+                "created_at": [t.created_at if t else None for t in tracks],
+                "created_us": pa.array([t.created_us if t else None for t in tracks], pa.int64()),
+                "event_time_us": [c.time_us for c in changes],
+            }
+        )
+        con.register("staged", staged)
+        fresh_after = stamp - self._recheck_us
+        try:
+            con.execute(_UPSERT_TRACKS, {"now": stamp, "fresh_after": fresh_after})
+            rows = con.execute(
+                "SELECT DISTINCT s.audio_url FROM staged s WHERE NOT s.deleted AND NOT EXISTS ("
+                " SELECT 1 FROM audio_checks c WHERE c.url = s.audio_url AND c.checked_us > ?)",
+                [fresh_after],
+            ).fetchall()
+        finally:
+            con.unregister("staged")
+        return [url for (url,) in rows]
+
+    def _apply_accounts(self, con: duckdb.DuckDBPyConnection, batch: Batch) -> None:
+        con.executemany(
+            "UPDATE accounts SET active = ?, status = ?, seq = ? WHERE did = ? AND seq < ?",
+            [(c.active, c.status, c.seq, c.did, c.seq) for c in batch.accounts.values()],
+        )
+
+    def _apply_visibility(self, con: duckdb.DuckDBPyConnection, batch: Batch) -> None:
+        con.register("changed", pa.table({"did": list(batch.accounts)}))
+        try:
+            con.execute(
+                "UPDATE tracks SET hidden = NOT a.active FROM accounts a "
+                "WHERE tracks.did = a.did AND a.did IN (SELECT did FROM changed) AND tracks.hidden = a.active"
+            )
+            con.execute(_PURGE, {})
+        finally:
+            con.unregister("changed")
+
+    def record_audio(self, results: Iterable[CheckResult]) -> None:
+        """Store finished checks and carry each outcome to every live track with that URL."""
+        results = list(results)
+        if not results:
+            return
+        stamp = now_us()
+        table = pa.table(
+            {
+                "url": [r.url for r in results],
+                "state": [str(r.state) for r in results],
+                "reason": [r.reason for r in results],
+                "status": pa.array([r.status for r in results], pa.int32()),
+                "content_type": pa.array([r.content_type for r in results], pa.string()),
+                "checked_us": [stamp] * len(results),
+            }
+        )
+        with self._transaction() as con:
+            con.register("results", table)
+            try:
+                con.execute("INSERT OR REPLACE INTO audio_checks SELECT * FROM results")
+                con.execute(
+                    "UPDATE tracks SET audio_state = r.state FROM results r "
+                    "WHERE tracks.audio_url = r.url AND NOT tracks.deleted AND tracks.audio_state <> r.state"
+                )
+            finally:
+                con.unregister("results")
+        self.generation += 1
+
+    def set_handles(self, handles: dict[str, str | None]) -> None:
+        """Record resolved handles (None: the DID document names no valid handle)."""
+        stamp = now_us()
+        with self._transaction() as con:
+            con.executemany(
+                "UPDATE accounts SET handle = ?, handle_resolved_us = ? WHERE did = ?",
+                [(handle, stamp, did) for did, handle in handles.items()],
+            )
+        self.generation += 1
+
+    def rewind(self, time_us: int, source: str | None = "replay") -> None:
+        with self._transaction() as con:
+            con.execute("INSERT OR REPLACE INTO cursor VALUES (1, ?, ?, ?)", [time_us, source, now_us()])
+
+    def set_meta(self, key: str, value: str) -> None:
+        with self._transaction() as con:
+            con.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", [key, value])
+
+    # -- plumbing ----------------------------------------------------------------------------------
+
+    @contextmanager
+    def _transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        con = self._con
+        con.execute("BEGIN")
+        try:
+            yield con
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+        con.execute("COMMIT")
+
+    def _migrate(self) -> None:
+        con = self._con
+        con.execute("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_us BIGINT)")
+        done = {v for (v,) in con.execute("SELECT version FROM schema_migrations").fetchall()}
+        for version, sql in enumerate(MIGRATIONS, start=1):
+            if version in done:
+                continue
+            with self._transaction():
+                con.execute(sql)
+                con.execute("INSERT INTO schema_migrations VALUES (?, ?)", [version, now_us()])
+            log.info("migrated", extra={"version": version, "db": str(self.path)})
+
+
+_UPSERT_TRACKS = f"""
+INSERT INTO tracks
+SELECT s.did, s.rkey, s.rev, s.cid, s.deleted,
+       coalesce(NOT a.active, false),
+       s.title, s.artist, s.album, s.audio_url, s.file_type, s.duration, s.created_at, s.created_us,
+       $now, least(coalesce(s.created_us, $now), $now),
+       CASE WHEN s.deleted THEN '{NO_AUDIO}' ELSE coalesce(c.state, 'pending') END,
+       s.event_time_us
+FROM staged s
+LEFT JOIN accounts a ON a.did = s.did
+LEFT JOIN audio_checks c ON c.url = s.audio_url AND c.checked_us > $fresh_after
+ON CONFLICT (did, rkey) DO UPDATE SET
+    rev = excluded.rev, cid = excluded.cid, deleted = excluded.deleted, hidden = excluded.hidden,
+    title = excluded.title, artist = excluded.artist, album = excluded.album,
+    audio_url = excluded.audio_url, file_type = excluded.file_type, duration = excluded.duration,
+    created_at = excluded.created_at, created_us = excluded.created_us,
+    sort_us = least(coalesce(excluded.created_us, tracks.indexed_us), tracks.indexed_us),
+    audio_state = CASE
+        WHEN excluded.audio_url IS NOT DISTINCT FROM tracks.audio_url AND tracks.audio_state <> '{NO_AUDIO}'
+        THEN tracks.audio_state ELSE excluded.audio_state END,
+    event_time_us = excluded.event_time_us
+WHERE excluded.rev > tracks.rev
+"""
+
+_PURGE = f"""
+UPDATE tracks SET deleted = true, cid = NULL, title = NULL, artist = NULL, album = NULL, audio_url = NULL,
+    file_type = NULL, duration = NULL, created_at = NULL, audio_state = '{NO_AUDIO}'
+WHERE did IN (SELECT did FROM accounts WHERE status = 'deleted' AND did IN (SELECT did FROM changed))
+  AND NOT deleted
+"""
