@@ -1,0 +1,66 @@
+// A PLC directory and Bluesky's reference PDS on loopback, for tests.
+//
+// Prints one JSON line {"pds": url, "plc": url} on stdout once both answer, then runs until stdin
+// closes or SIGTERM/SIGINT arrives. Data goes under os.tmpdir(): the caller sets TMPDIR to a
+// directory it removes afterwards.
+//
+// dev-env's servers call `app.listen(port)` with no host, which binds every interface. Node offers
+// no global default host, so every listen() that names no host is pinned to 127.0.0.1 here,
+// before dev-env is loaded.
+
+import dns from 'node:dns';
+import net from 'node:net';
+
+const LOOPBACK = '127.0.0.1';
+
+dns.setDefaultResultOrder('ipv4first');
+
+const originalListen = net.Server.prototype.listen;
+net.Server.prototype.listen = function listenOnLoopback(...args) {
+  return originalListen.apply(this, pinToLoopback(args));
+};
+
+function pinToLoopback(args) {
+  const [first, second] = args;
+  if (first === undefined || typeof first === 'function') {
+    return [0, LOOPBACK, ...args.filter((arg) => arg !== undefined)];
+  }
+  if (typeof first === 'number' || (typeof first === 'string' && /^\d+$/.test(first))) {
+    return typeof second === 'string' ? args : [first, LOOPBACK, ...args.slice(1)];
+  }
+  if (typeof first === 'object' && first !== null && first.path === undefined && first.host === undefined) {
+    return [{ ...first, host: LOOPBACK }, ...args.slice(1)];
+  }
+  return args;
+}
+
+const { TestNetworkNoAppView } = (await import('@atproto/dev-env')).default;
+
+const network = await TestNetworkNoAppView.create({});
+const loopbackUrl = (port) => `http://${LOOPBACK}:${port}`;
+process.stdout.write(
+  JSON.stringify({
+    pds: loopbackUrl(network.pds.port),
+    plc: loopbackUrl(network.plc.port),
+    pdsPublicUrl: network.pds.url,
+  }) + '\n',
+);
+
+let closing = false;
+async function shutdown(code) {
+  if (closing) return;
+  closing = true;
+  // A wedged close must not keep the process (and its ports) alive.
+  setTimeout(() => process.exit(code), 5000).unref();
+  try {
+    await network.close();
+  } finally {
+    process.exit(code);
+  }
+}
+
+process.stdin.on('end', () => shutdown(0));
+process.stdin.on('close', () => shutdown(0));
+process.stdin.resume();
+process.on('SIGTERM', () => shutdown(0));
+process.on('SIGINT', () => shutdown(0));
