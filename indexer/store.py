@@ -118,8 +118,12 @@ class Store:
                     [(r.uri, r.rev, r.reason, r.time_us, stamp) for r in batch.rejections],
                 )
             if batch.cursor is not None:
+                # Monotonic: a reconnect's rewind replays older events but must not move the cursor back.
                 con.execute(
-                    "INSERT OR REPLACE INTO cursor VALUES (1, ?, ?, ?)", [batch.cursor, source, stamp]
+                    "INSERT INTO cursor VALUES (1, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET "
+                    "time_us = greatest(cursor.time_us, excluded.time_us), source = excluded.source, "
+                    "updated_us = excluded.updated_us",
+                    [batch.cursor, source, stamp],
                 )
         if batch.has_changes:
             self.generation += 1

@@ -1,0 +1,204 @@
+"""The Jetstream websocket loop: connect, receive, batch, hand batches to `emit`, reconnect.
+
+It knows nothing of the store: it is handed `emit(events, source)` and resumes from the cursor of the last
+batch `emit` accepted, never from what was merely received, so a failed batch is fetched again rather than
+skipped. One batch is in flight while the next fills. `websockets.connect` used as an iterator would reuse
+one URL forever; this loop rebuilds the URL, with the current cursor, on every attempt.
+
+Reconnects back off exponentially with full jitter (reset only after progress) and rotate across hosts.
+Dead connections are found by websockets' keepalive (no pong) plus a watchdog (no message at all for
+`stall_seconds`); a host that stays alive but sends none of our commits for `quiet_seconds` is left for
+the next one, since a public host once silently dropped a collection for hours.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections.abc import Awaitable, Callable
+
+import websockets
+from websockets.asyncio.client import ClientConnection
+
+from indexer import metrics
+from indexer.config import Settings
+from indexer.errors import MalformedEvent
+from indexer.events import TRACK_COLLECTION, Commit, Event, parse
+from indexer.jetstream import FrameDecoder, subscribe_url
+
+log = logging.getLogger(__name__)
+
+Emit = Callable[[list[Event], str], Awaitable[object]]
+MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+
+
+class Consumer:
+    def __init__(
+        self,
+        settings: Settings,
+        emit: Emit,
+        cursor: int | None,
+        *,
+        collections: tuple[str, ...] = (TRACK_COLLECTION,),
+        decoder: FrameDecoder | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.settings = settings
+        self.cursor = cursor
+        self._emit = emit
+        self._collections = list(collections)
+        self._decoder = decoder or FrameDecoder()
+        self._rng = rng or random.Random()
+        self._host = 0
+        self._stopping = asyncio.Event()
+        self._pending: list[Event] = []
+        self._inflight: asyncio.Task[None] | None = None
+        self._ship_lock = asyncio.Lock()
+        self._last_message = 0.0
+        self._last_ours = 0.0
+        self._close_reason = "closed"
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    async def run(self) -> None:
+        """Consume until stop(); every received event is emitted (or dropped for refetch) before return."""
+        failures = 0
+        rewind_us = 0
+        while not self._stopping.is_set():
+            base = self.settings.jetstream_urls[self._host]
+            cursor = None if self.cursor is None else self.cursor - rewind_us
+            url = subscribe_url(base, self._collections, cursor, self.settings.jetstream_compress)
+            received, reason = await self._connect(url, base)
+            if self._stopping.is_set():
+                break
+            metrics.RECONNECTS.labels(reason=reason).inc()
+            switch = reason == "quiet" or not received
+            failures = 0 if received else failures + 1
+            rewind_us = int(self.settings.rewind_seconds * 1_000_000)
+            if switch and len(self.settings.jetstream_urls) > 1:
+                self._host = (self._host + 1) % len(self.settings.jetstream_urls)
+                rewind_us += int(self.settings.switch_rewind_seconds * 1_000_000)
+            delay = self._backoff(failures)
+            log.warning(
+                "jetstream disconnected host=%s reason=%s received=%d next_host=%s retry_in=%.2fs",
+                base, reason, received, self.settings.jetstream_urls[self._host], delay,
+            )
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), timeout=delay)
+
+    def _backoff(self, failures: int) -> float:
+        ceiling = min(self.settings.backoff_max_seconds, self.settings.backoff_min_seconds * 2 ** max(failures - 1, 0))
+        return self._rng.uniform(ceiling / 2, ceiling)
+
+    async def _connect(self, url: str, source: str) -> tuple[int, str]:
+        """One connection's life; returns how many events it delivered and why it ended."""
+        stall = self.settings.stall_seconds
+        self._close_reason = "closed"
+        received = 0
+        try:
+            async with websockets.connect(
+                url,
+                open_timeout=min(10.0, stall),
+                ping_interval=stall / 3,
+                ping_timeout=stall / 2,
+                close_timeout=min(5.0, stall / 2),
+                max_size=MAX_MESSAGE_BYTES,
+                compression=None,
+            ) as ws:
+                log.info("jetstream connected url=%s", url)
+                loop = asyncio.get_running_loop()
+                self._last_message = self._last_ours = loop.time()
+                watchdog = asyncio.create_task(self._watch(ws, source))
+                try:
+                    received = await self._receive(ws, source)
+                finally:
+                    watchdog.cancel()
+        except (OSError, TimeoutError, websockets.InvalidHandshake, websockets.InvalidURI) as exc:
+            self._close_reason = f"connect_failed:{type(exc).__name__}"
+        except websockets.ConnectionClosed:
+            pass
+        except EmitFailed:
+            self._close_reason = "emit_failed"
+        try:
+            await self._drain(source)
+        except EmitFailed:
+            self._close_reason = "emit_failed"
+        if self._close_reason == "emit_failed":
+            self._pending.clear()
+        return received, self._close_reason.split(":", 1)[0]
+
+    async def _receive(self, ws: ClientConnection, source: str) -> int:
+        loop = asyncio.get_running_loop()
+        batch_size = self.settings.batch_size
+        received = 0
+        async for message in ws:
+            now = loop.time()
+            self._last_message = now
+            try:
+                event = parse(self._decoder.decode(message))
+            except MalformedEvent as exc:
+                metrics.REJECTIONS.labels(reason="malformed_frame").inc()
+                log.warning("malformed frame skipped reason=%s frame=%r", exc.reason, message[:120])
+                continue
+            received += 1
+            if type(event) is Commit:
+                self._last_ours = now
+            self._pending.append(event)
+            if len(self._pending) >= batch_size:
+                await self._ship(source)
+        return received
+
+    async def _watch(self, ws: ClientConnection, source: str) -> None:
+        """Time-based flushes, stall and quiet detection, and stop requests, for one connection."""
+        loop = asyncio.get_running_loop()
+        tick = min(self.settings.batch_seconds, 1.0)
+        while True:
+            try:
+                await asyncio.wait_for(self._stopping.wait(), timeout=tick)
+                self._close_reason = "stopped"
+                break
+            except TimeoutError:
+                pass
+            now = loop.time()
+            if now - self._last_message > self.settings.stall_seconds:
+                self._close_reason = "stall"
+                break
+            if now - self._last_ours > self.settings.quiet_seconds:
+                self._close_reason = "quiet"
+                break
+            try:
+                await self._ship(source)
+            except EmitFailed:
+                self._close_reason = "emit_failed"
+                break
+        await ws.close()
+
+    async def _ship(self, source: str) -> None:
+        """Wait for the batch in flight, then send what is pending as the next one."""
+        async with self._ship_lock:
+            if self._inflight is not None:
+                inflight, self._inflight = self._inflight, None
+                await inflight
+            if self._pending:
+                events, self._pending = self._pending, []
+                self._inflight = asyncio.create_task(self._send(events, source))
+
+    async def _drain(self, source: str) -> None:
+        await self._ship(source)
+        await self._ship(source)
+
+    async def _send(self, events: list[Event], source: str) -> None:
+        try:
+            await self._emit(events, source)
+        except Exception as exc:
+            log.exception("batch failed; reconnecting from cursor=%s events=%d", self.cursor, len(events))
+            raise EmitFailed(str(exc)) from exc
+        newest = max(event.time_us for event in events)
+        self.cursor = newest if self.cursor is None else max(self.cursor, newest)
+
+
+class EmitFailed(Exception):
+    """A batch could not be applied; the connection is dropped and the batch is fetched again."""

@@ -1,0 +1,73 @@
+"""Jetstream v1 protocol details besides the event shape: subscribe URLs, frame decoding, cursors.
+
+Cursors are unix microseconds of the serving instance's clock (inclusive). Instances' clocks differ, so a
+resume rewinds a little on the same host and more on another host; replaying is harmless because applying
+an event twice changes nothing.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from datetime import datetime
+from pathlib import Path
+from urllib.parse import urlencode, urlsplit, urlunsplit
+
+import zstandard
+
+from indexer.errors import InvalidCursor, MalformedEvent
+
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+MAX_FRAME_BYTES = 2 * 1024 * 1024
+DICTIONARY_PATH = Path(__file__).resolve().parent / "zstd_dictionary_v1"
+
+_RELATIVE = re.compile(r"^-(\d+(?:\.\d+)?)\s*(us|ms|s|m|h|d)$")
+_UNIT_US = {"us": 1, "ms": 1_000, "s": 1_000_000, "m": 60_000_000, "h": 3_600_000_000, "d": 86_400_000_000}
+
+
+def subscribe_url(base: str, collections: list[str], cursor: int | None, compress: bool) -> str:
+    """The subscribe URL for one host, keeping any query the operator configured on it."""
+    parts = urlsplit(base)
+    params: list[tuple[str, str]] = [("wantedCollections", c) for c in collections]
+    if cursor is not None:
+        params.append(("cursor", str(max(cursor, 0))))
+    if compress:
+        params.append(("compress", "true"))
+    query = "&".join(filter(None, [parts.query, urlencode(params)]))
+    return urlunsplit((parts.scheme, parts.netloc, parts.path or "/subscribe", query, ""))
+
+
+class FrameDecoder:
+    """Turns a websocket message into JSON bytes: zstd frames (with Jetstream's dictionary) or plain text."""
+
+    def __init__(self, dictionary: bytes | None = None) -> None:
+        data = dictionary if dictionary is not None else DICTIONARY_PATH.read_bytes()
+        self._zstd = zstandard.ZstdDecompressor(dict_data=zstandard.ZstdCompressionDict(data))
+
+    def decode(self, message: bytes | str) -> bytes | str:
+        if isinstance(message, str) or not message.startswith(ZSTD_MAGIC):
+            return message
+        try:
+            return self._zstd.decompress(message, max_output_size=MAX_FRAME_BYTES)
+        except zstandard.ZstdError as exc:
+            raise MalformedEvent(f"bad zstd frame: {exc}") from None
+
+
+def parse_cursor(value: str, now_us: int | None = None) -> int:
+    """An operator's cursor: unix microseconds, an ISO 8601 time, or relative like -2h / -30m / -90s."""
+    value = value.strip()
+    now_us = time.time_ns() // 1000 if now_us is None else now_us
+    if value.isdigit():
+        return int(value)
+    match = _RELATIVE.match(value)
+    if match:
+        return now_us - int(float(match.group(1)) * _UNIT_US[match.group(2)])
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise InvalidCursor(
+            f"{value!r} is not microseconds, an ISO 8601 time or a relative time like -2h"
+        ) from None
+    if parsed.tzinfo is None:
+        raise InvalidCursor(f"{value!r} has no timezone; add Z or an offset")
+    return int(parsed.timestamp() * 1_000_000)
