@@ -39,4 +39,6 @@ class UnsafeURL(RelayError):
 
 
 class IdentityError(RelayError):
-    pass
+    def __init__(self, reason: str, *, transient: bool = False) -> None:
+        super().__init__(reason)
+        self.transient = transient

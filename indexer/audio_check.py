@@ -1,0 +1,191 @@
+"""Does a track's audioUrl really serve audio? One HEAD (or a one-byte ranged GET) per URL says so.
+
+"Origin trust is not existence": a valid-looking CDN URL can have nothing behind it, so every track's URL is
+probed before the track is served. The URL comes from a stranger's record, so every hop goes through the
+SSRF guard in `indexer.netguard`.
+
+Outcomes: VERIFIED (2xx with an audio type), UNAVAILABLE (the server answered, and the answer is no),
+UNREACHABLE (5xx, 408/429, timeouts, connection errors, after `audio_retries` attempts in all), REFUSED (the
+guard said no; never retried). A redirect chain longer than `MAX_REDIRECTS` is UNAVAILABLE: the server did
+answer, and retrying would walk the same chain.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from types import TracebackType
+
+import httpcore
+import httpx
+
+from indexer.config import Settings
+from indexer.errors import UnsafeURL
+from indexer.metrics import AUDIO_CHECKS
+from indexer.netguard import GuardedBackend, GuardedTransport, Resolver, check_url
+
+log = logging.getLogger(__name__)
+
+MAX_REDIRECTS = 3
+_REDIRECTS = frozenset({301, 302, 303, 307, 308})
+_NO_HEAD = frozenset({405, 501})
+_TRANSIENT_4XX = frozenset({408, 429})  # the server may well say yes later
+
+
+class AudioState(enum.StrEnum):
+    PENDING = "pending"
+    VERIFIED = "verified"
+    UNAVAILABLE = "unavailable"
+    UNREACHABLE = "unreachable"
+    REFUSED = "refused"
+
+
+@dataclass(frozen=True, slots=True)
+class AudioResult:
+    url: str
+    state: AudioState
+    reason: str
+    status: int | None
+    content_type: str | None
+
+
+def judge(status: int, content_type: str | None) -> tuple[AudioState, str]:
+    """Classify a final (non-redirect) answer."""
+    if status in (200, 206):
+        media = (content_type or "").split(";", 1)[0].strip().lower()
+        if media.startswith("audio/") or media == "application/octet-stream":
+            return AudioState.VERIFIED, f"HTTP {status} {media}"
+        return AudioState.UNAVAILABLE, f"content type {media!r} is not audio" if media else "no content type"
+    if status in (404, 410):
+        return AudioState.UNAVAILABLE, f"HTTP {status}: no such file"
+    if status >= 500 or status in _TRANSIENT_4XX:
+        return AudioState.UNREACHABLE, f"HTTP {status}"
+    return AudioState.UNAVAILABLE, f"unexpected HTTP {status}"
+
+
+class AudioChecker:
+    """Probes audio URLs over one shared keep-alive client, bounded overall and per host."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        resolver: Resolver | None = None,
+        network_backend: httpcore.AsyncNetworkBackend | None = None,
+        retry_base_seconds: float = 0.5,
+    ) -> None:
+        self._allow_insecure = settings.audio_allow_insecure
+        self._hosts = settings.audio_hosts
+        self._attempts = max(1, settings.audio_retries)
+        self._timeout = settings.audio_timeout_seconds
+        self._retry_base = retry_base_seconds
+        self._slots = asyncio.Semaphore(settings.audio_concurrency)
+        self._host_slots = _HostSlots(settings.audio_per_host)
+        backend = GuardedBackend(
+            allow_loopback=settings.audio_allow_insecure, resolver=resolver, inner=network_backend
+        )
+        # trust_env=False: environment proxies would be mounted beside our transport and bypass the guard.
+        self._client = httpx.AsyncClient(
+            transport=GuardedTransport(backend, max_connections=settings.audio_concurrency),
+            timeout=settings.audio_timeout_seconds,
+            follow_redirects=False,
+            trust_env=False,
+            headers={"user-agent": "relay-appview audio-check"},
+        )
+
+    async def check(self, url: str) -> AudioResult:
+        try:
+            result = await self._with_retries(url)
+        except UnsafeURL as exc:
+            result = AudioResult(url, AudioState.REFUSED, exc.reason, None, None)
+        AUDIO_CHECKS.labels(outcome=result.state).inc()
+        if result.state in (AudioState.REFUSED, AudioState.UNREACHABLE):
+            log.info("audio check %s url=%s reason=%s", result.state, url, result.reason)
+        return result
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    async def __aenter__(self) -> AudioChecker:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    async def _with_retries(self, url: str) -> AudioResult:
+        for attempt in range(self._attempts):
+            if attempt:
+                await asyncio.sleep(self._retry_base * 2 ** (attempt - 1))
+            result = await self._follow(url)
+            if result.state is not AudioState.UNREACHABLE:
+                break
+        return result
+
+    async def _follow(self, url: str) -> AudioResult:
+        """One attempt: walk the redirect chain, vetting every hop before it is dialled."""
+        target = check_url(url, allow_insecure=self._allow_insecure, hosts=self._hosts)
+        for _ in range(MAX_REDIRECTS + 1):
+            try:
+                response = await self._probe(target)
+            except (httpx.TimeoutException, TimeoutError):
+                return AudioResult(url, AudioState.UNREACHABLE, "timed out", None, None)
+            except httpx.TransportError as exc:
+                return AudioResult(url, AudioState.UNREACHABLE, f"{type(exc).__name__}: {exc}", None, None)
+            content_type = response.headers.get("content-type")
+            location = response.headers.get("location")
+            if response.status_code not in _REDIRECTS:
+                state, reason = judge(response.status_code, content_type)
+                return AudioResult(url, state, reason, response.status_code, content_type)
+            if not location:
+                return AudioResult(url, AudioState.UNAVAILABLE, "redirect without Location", response.status_code, None)
+            target = _redirect_target(target, location, self._allow_insecure, self._hosts)
+        reason = f"more than {MAX_REDIRECTS} redirects"
+        return AudioResult(url, AudioState.UNAVAILABLE, reason, response.status_code, None)
+
+    async def _probe(self, url: httpx.URL) -> httpx.Response:
+        """HEAD, or for servers that refuse HEAD a ranged GET whose body is never read."""
+        async with self._host_slots.hold(url.host), self._slots, asyncio.timeout(self._timeout):
+            response = await self._client.head(url)
+            if response.status_code not in _NO_HEAD:
+                return response
+            request = self._client.build_request("GET", url, headers={"range": "bytes=0-0"})
+            response = await self._client.send(request, stream=True)
+            await response.aclose()
+            return response
+
+
+def _redirect_target(current: httpx.URL, location: str, allow_insecure: bool, hosts: frozenset[str]) -> httpx.URL:
+    try:
+        joined = str(current.join(location))
+    except httpx.InvalidURL as exc:
+        raise UnsafeURL(f"redirect to an invalid URL: {exc}") from None
+    try:
+        return check_url(joined, allow_insecure=allow_insecure, hosts=hosts)
+    except UnsafeURL as exc:
+        raise UnsafeURL(f"redirect to {joined}: {exc.reason}") from None
+
+
+class _HostSlots:
+    """Per-host semaphores that disappear when idle, so a stream of distinct hosts cannot grow the map."""
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._slots: dict[str, tuple[asyncio.Semaphore, list[int]]] = {}
+
+    @contextlib.asynccontextmanager
+    async def hold(self, host: str) -> AsyncIterator[None]:
+        semaphore, users = self._slots.setdefault(host, (asyncio.Semaphore(self._limit), [0]))
+        users[0] += 1
+        try:
+            async with semaphore:
+                yield
+        finally:
+            users[0] -= 1
+            if not users[0]:
+                del self._slots[host]

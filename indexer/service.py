@@ -1,0 +1,98 @@
+"""The indexer as one long-running object: consumer → writer, with audio checks and handle lookups
+running beside it. `serve` runs it next to the API; `index` and `replay` run it alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import Counter
+
+import httpx
+
+from indexer import metrics
+from indexer.audio_check import AudioChecker, AudioResult
+from indexer.config import Settings
+from indexer.consumer import Consumer
+from indexer.events import Event
+from indexer.identity import IdentityResolver
+from indexer.netguard import guarded_client
+from indexer.store import Store
+from indexer.workqueue import WorkQueue
+from indexer.writer import Writer
+
+log = logging.getLogger(__name__)
+
+
+class Indexer:
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        *,
+        checker: AudioChecker | None = None,
+        identity: IdentityResolver | None = None,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.writer = Writer(store, settings.future_skew_seconds)
+        self._checker = checker
+        self._identity = identity
+        stored = store.cursor()
+        self.consumer = Consumer(settings, self._emit, stored.time_us if stored else None)
+        self.audio: WorkQueue[str, AudioResult] | None = None
+        self.handles: WorkQueue[str, tuple[str, str | None] | None] | None = None
+        self._started = asyncio.Event()
+
+    def stop(self) -> None:
+        self.consumer.stop()
+
+    async def started(self) -> None:
+        await self._started.wait()
+
+    async def run(self) -> None:
+        """Index until stop(); then flush the batch in hand and the finished checks, and return."""
+        async with contextlib.AsyncExitStack() as stack:
+            checker = self._checker or await stack.enter_async_context(AudioChecker(self.settings))
+            identity = self._identity or await self._default_identity(stack)
+            self.audio = WorkQueue(
+                "audio", checker.check, self.writer.record_audio, concurrency=self.settings.audio_concurrency
+            )
+            self.handles = WorkQueue("handles", identity.lookup_handle, self._record_handles, concurrency=4)
+            self.audio.submit(self.store.pending_urls())
+            self.handles.submit(self.store.unresolved_dids())
+            workers = [asyncio.create_task(self.audio.run()), asyncio.create_task(self.handles.run())]
+            self._started.set()
+            try:
+                await self.consumer.run()
+            finally:
+                for worker in workers:
+                    worker.cancel()
+                await asyncio.gather(*workers, return_exceptions=True)
+                self.writer.close()
+        log.info("indexer stopped cursor=%s", self.consumer.cursor)
+
+    async def _default_identity(self, stack: contextlib.AsyncExitStack) -> IdentityResolver:
+        timeout = httpx.Timeout(self.settings.audio_timeout_seconds)
+        plc = await stack.enter_async_context(httpx.AsyncClient(timeout=timeout))
+        web = await stack.enter_async_context(guarded_client(self.settings))
+        return IdentityResolver(self.settings.plc_url, plc, web)
+
+    async def _emit(self, events: list[Event], source: str) -> None:
+        kinds = Counter(type(event).__name__.lower() for event in events)
+        for kind, n in kinds.items():
+            metrics.EVENTS_RECEIVED.labels(kind=kind).inc(n)
+        applied = await self.writer.apply(events, source)
+        if applied.pending_urls and self.audio is not None:
+            self.audio.submit(applied.pending_urls)
+        if applied.identities and self.handles is not None:
+            self.handles.submit(applied.identities)
+        if applied.cursor is not None:
+            metrics.INDEXER_LAG.set(max(time.time() - applied.cursor / 1_000_000, 0.0))
+
+    async def _record_handles(self, results: list[tuple[str, str | None] | None]) -> None:
+        handles = dict(result for result in results if result is not None)
+        if handles:
+            await self.writer.set_handles(handles)
