@@ -85,9 +85,7 @@ class AudioChecker:
         self._retry_base = retry_base_seconds
         self._slots = asyncio.Semaphore(settings.audio_concurrency)
         self._host_slots = _HostSlots(settings.audio_per_host)
-        backend = GuardedBackend(
-            allow_loopback=settings.audio_allow_insecure, resolver=resolver, inner=network_backend
-        )
+        backend = GuardedBackend(allow_loopback=settings.audio_allow_insecure, resolver=resolver, inner=network_backend)
         # trust_env=False: environment proxies would be mounted beside our transport and bypass the guard.
         self._client = httpx.AsyncClient(
             transport=GuardedTransport(backend, max_connections=settings.audio_concurrency),
@@ -180,7 +178,10 @@ class _HostSlots:
 
     @contextlib.asynccontextmanager
     async def hold(self, host: str) -> AsyncIterator[None]:
-        semaphore, users = self._slots.setdefault(host, (asyncio.Semaphore(self._limit), [0]))
+        entry = self._slots.get(host)
+        if entry is None:
+            entry = self._slots[host] = (asyncio.Semaphore(self._limit), [0])
+        semaphore, users = entry
         users[0] += 1
         try:
             async with semaphore:

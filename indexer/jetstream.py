@@ -48,6 +48,10 @@ class FrameDecoder:
         if isinstance(message, str) or not message.startswith(ZSTD_MAGIC):
             return message
         try:
+            # max_output_size only bounds frames that do not declare their size: check the declared one.
+            declared = zstandard.frame_content_size(message)
+            if declared > MAX_FRAME_BYTES:
+                raise MalformedEvent(f"bad zstd frame: declares {declared} bytes, over {MAX_FRAME_BYTES}")
             return self._zstd.decompress(message, max_output_size=MAX_FRAME_BYTES)
         except zstandard.ZstdError as exc:
             raise MalformedEvent(f"bad zstd frame: {exc}") from None

@@ -30,6 +30,8 @@ MAX_URL_LENGTH = 2048
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 _HOSTNAME = re.compile(r"[a-z0-9_-]+(\.[a-z0-9_-]+)*\.?")
+# A last label like "1" or "0x7f" makes resolvers read the name as an IPv4 number ("127.1", "2130706433").
+_NUMERIC_LABEL = re.compile(r"\d+|0x[0-9a-f]*")
 _NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
 # Special-purpose ranges that this Python's `is_global` still reports as global.
 _EXTRA_BLOCKED = (
@@ -60,6 +62,10 @@ def check_url(url: str, *, allow_insecure: bool, hosts: frozenset[str] = frozens
     address = _ip_literal(host)
     if address is None and not _HOSTNAME.fullmatch(host):
         raise UnsafeURL(f"host {host!r} is not a valid hostname")
+    if address is None and _NUMERIC_LABEL.fullmatch(host.rstrip(".").rsplit(".", 1)[-1]):
+        raise UnsafeURL(f"host {host!r} looks like a non-canonical IP address")
+    if parsed.port is not None and not 0 < parsed.port < 65536:
+        raise UnsafeURL(f"port {parsed.port} is out of range")
     if hosts and host.rstrip(".") not in hosts:
         raise UnsafeURL(f"host {host!r} is not in the allowlist")
     if address is not None:
