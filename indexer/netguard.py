@@ -33,11 +33,8 @@ _HOSTNAME = re.compile(r"[a-z0-9_-]+(\.[a-z0-9_-]+)*\.?")
 # A last label like "1" or "0x7f" makes resolvers read the name as an IPv4 number ("127.1", "2130706433").
 _NUMERIC_LABEL = re.compile(r"\d+|0x[0-9a-f]*")
 _NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
-# Special-purpose ranges that this Python's `is_global` still reports as global.
-_EXTRA_BLOCKED = (
-    ipaddress.IPv4Network("192.0.0.0/24"),
-    ipaddress.IPv6Network("64:ff9b:1::/48"),
-)
+# IETF protocol assignments: older Pythons' `is_global` calls most of this range global.
+_IETF_PROTOCOL = ipaddress.IPv4Network("192.0.0.0/24")
 
 
 def check_url(url: str, *, allow_insecure: bool, hosts: frozenset[str] = frozenset()) -> httpx.URL:
@@ -121,7 +118,7 @@ def _special_kind(address: IPAddress) -> str | None:
         return "reserved"
     if address.is_private:
         return "private"
-    if not address.is_global or any(address in net for net in _EXTRA_BLOCKED if net.version == address.version):
+    if not address.is_global or (address.version == 4 and address in _IETF_PROTOCOL):
         return "not globally routable"
     return None
 
