@@ -5,10 +5,10 @@ batch `emit` accepted, never from what was merely received, so a failed batch is
 skipped. One batch is in flight while the next fills. `websockets.connect` used as an iterator would reuse
 one URL forever; this loop rebuilds the URL, with the current cursor, on every attempt.
 
-Reconnects back off exponentially with full jitter (reset only after progress) and rotate across hosts.
-Dead connections are found by websockets' keepalive (no pong) plus a watchdog (no message at all for
-`stall_seconds`); a host that stays alive but sends none of our commits for `quiet_seconds` is left for
-the next one, since a public host once silently dropped a collection for hours.
+Reconnects back off exponentially with jitter (reset only after progress) and rotate across hosts. A
+watchdog pings; a connection with neither a message nor a pong for `stall_seconds` is dead. A host that
+stays alive but sends none of our commits for `quiet_seconds` is left for the next one, since a public
+host once silently dropped a collection for hours.
 """
 
 from __future__ import annotations
@@ -58,6 +58,7 @@ class Consumer:
         self._ship_lock = asyncio.Lock()
         self._last_message = 0.0
         self._last_ours = 0.0
+        self._last_pong = 0.0
         self._close_reason = "closed"
 
     def stop(self) -> None:
@@ -102,15 +103,14 @@ class Consumer:
             async with websockets.connect(
                 url,
                 open_timeout=min(10.0, stall),
-                ping_interval=stall / 3,
-                ping_timeout=stall / 2,
+                ping_interval=None,  # the watchdog pings, so that a pong counts as a sign of life
                 close_timeout=min(5.0, stall / 2),
                 max_size=MAX_MESSAGE_BYTES,
                 compression=None,
             ) as ws:
                 log.info("jetstream connected url=%s", url)
                 loop = asyncio.get_running_loop()
-                self._last_message = self._last_ours = loop.time()
+                self._last_message = self._last_ours = self._last_pong = loop.time()
                 watchdog = asyncio.create_task(self._watch(ws, source))
                 try:
                     received = await self._receive(ws, source)
@@ -122,11 +122,13 @@ class Consumer:
             pass
         except EmitFailed:
             self._close_reason = "emit_failed"
-        try:
-            await self._drain(source)
-        except EmitFailed:
-            self._close_reason = "emit_failed"
+        if self._close_reason != "emit_failed":
+            try:
+                await self._drain(source)
+            except EmitFailed:
+                self._close_reason = "emit_failed"
         if self._close_reason == "emit_failed":
+            # Everything after a failed batch is dropped too: it is fetched again from the cursor.
             self._pending.clear()
         return received, self._close_reason.split(":", 1)[0]
 
@@ -152,9 +154,12 @@ class Consumer:
         return received
 
     async def _watch(self, ws: ClientConnection, source: str) -> None:
-        """Time-based flushes, stall and quiet detection, and stop requests, for one connection."""
+        """Time-based flushes, keepalive, stall and quiet detection, and stop requests, for one connection."""
         loop = asyncio.get_running_loop()
-        tick = min(self.settings.batch_seconds, 1.0)
+        stall = self.settings.stall_seconds
+        tick = min(self.settings.batch_seconds, 1.0, stall / 4)
+        pong: asyncio.Future[float] | None = None
+        next_ping = loop.time() + stall / 3
         while True:
             try:
                 await asyncio.wait_for(self._stopping.wait(), timeout=tick)
@@ -163,7 +168,13 @@ class Consumer:
             except TimeoutError:
                 pass
             now = loop.time()
-            if now - self._last_message > self.settings.stall_seconds:
+            if pong is not None and pong.done():
+                self._last_pong, pong = now, None
+            if pong is None and now >= next_ping:
+                with contextlib.suppress(websockets.ConnectionClosed):
+                    pong = await ws.ping()
+                next_ping = now + stall / 3
+            if now - max(self._last_message, self._last_pong) > stall:
                 self._close_reason = "stall"
                 break
             if now - self._last_ours > self.settings.quiet_seconds:
@@ -181,7 +192,11 @@ class Consumer:
         async with self._ship_lock:
             if self._inflight is not None:
                 inflight, self._inflight = self._inflight, None
-                await inflight
+                try:
+                    await inflight
+                except EmitFailed:
+                    self._pending.clear()
+                    raise
             if self._pending:
                 events, self._pending = self._pending, []
                 self._inflight = asyncio.create_task(self._send(events, source))
