@@ -18,7 +18,7 @@ from indexer.config import Settings
 from indexer.consumer import Consumer
 from indexer.events import Event
 from indexer.identity import IdentityResolver
-from indexer.netguard import guarded_client
+from indexer.netguard import GuardedBackend, GuardedTransport
 from indexer.store import Store
 from indexer.workqueue import WorkQueue
 from indexer.writer import Writer
@@ -77,7 +77,11 @@ class Indexer:
     async def _default_identity(self, stack: contextlib.AsyncExitStack) -> IdentityResolver:
         timeout = httpx.Timeout(self.settings.audio_timeout_seconds)
         plc = await stack.enter_async_context(httpx.AsyncClient(timeout=timeout))
-        web = await stack.enter_async_context(guarded_client(self.settings))
+        # did:web names its own host, so its document is fetched with the SSRF guard, like audio.
+        backend = GuardedBackend(allow_loopback=self.settings.audio_allow_insecure)
+        web = await stack.enter_async_context(
+            httpx.AsyncClient(transport=GuardedTransport(backend, max_connections=8), timeout=timeout, trust_env=False)
+        )
         return IdentityResolver(self.settings.plc_url, plc, web)
 
     async def _emit(self, events: list[Event], source: str) -> None:

@@ -1,0 +1,154 @@
+"""The whole indexer in-process: a real Jetstream server, a real audio host, and the real PLC directory
+of the local PDS for handles."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from indexer import tid
+from indexer.audio_check import AudioChecker
+from indexer.config import Settings
+from indexer.service import Indexer
+from indexer.store import Store
+from tests.fixtures.pds import LocalPds
+from tests.servers.audio import AudioServer
+from tests.servers.events import account, commit, identity, now_us, track_record
+from tests.servers.jetstream import JetstreamServer
+
+
+def config(server: JetstreamServer, plc_url: str, **overrides: Any) -> Settings:
+    return Settings(
+        jetstream_urls=(server.url,),
+        plc_url=plc_url,
+        audio_allow_insecure=True,
+        audio_retries=2,
+        audio_timeout_seconds=2.0,
+        batch_size=50,
+        batch_seconds=0.05,
+        backoff_min_seconds=0.01,
+        backoff_max_seconds=0.05,
+        stall_seconds=2.0,
+    ).replace(**overrides)
+
+
+def create(did: str, url: str, title: str = "Song", t: int | None = None, **record: Any) -> dict[str, Any]:
+    t = now_us() if t is None else t
+    key = tid.encode(t, 9)
+    body = {**track_record(title, "Artist", url, created_at="2026-01-01T00:00:00Z"), **record}
+    return commit(did, key, key, "create", body, time_us=t)
+
+
+@contextlib.asynccontextmanager
+async def running(settings: Settings, path: Path, cursor: int | None) -> AsyncIterator[Indexer]:
+    store = Store(path)
+    if cursor is not None:
+        store.rewind(cursor, "test")
+    checker = AudioChecker(settings, retry_base_seconds=0.01)
+    indexer = Indexer(settings, store, checker=checker)
+    task = asyncio.create_task(indexer.run())
+    try:
+        yield indexer
+    finally:
+        indexer.stop()
+        async with asyncio.timeout(10):
+            await task
+        await checker.aclose()
+        store.close()
+
+
+def query(indexer: Indexer, sql: str, *params: Any) -> list[tuple]:
+    return indexer.store.reader().execute(sql, list(params)).fetchall()
+
+
+async def eventually(check: Callable[[], bool], timeout: float = 15.0) -> None:
+    async with asyncio.timeout(timeout):  # a hang guard, not a measurement
+        while not check():
+            await asyncio.sleep(0.02)
+
+
+async def test_tracks_are_checked_and_only_real_audio_is_verified(
+    tmp_path: Path, audio_server: AudioServer, local_pds: LocalPds
+) -> None:
+    alice = local_pds.account("ixalice")
+    events = [
+        create(alice.did, audio_server.url("/audio/good.mp3"), "Good"),
+        create(alice.did, audio_server.url("/status/404"), "Missing"),
+        create(alice.did, audio_server.url("/html/page"), "Not audio"),
+        create(alice.did, audio_server.url("/status/503"), "Down"),
+        create(alice.did, "http://10.0.0.1/a.mp3", "Private"),
+        create(alice.did, audio_server.url("/audio/bad.mp3"), "Bad type", fileType="aac"),
+    ]
+    async with JetstreamServer(events) as server:
+        async with running(config(server, local_pds.plc_url), tmp_path / "db.duckdb", events[0]["time_us"]) as indexer:
+            await eventually(lambda: query(indexer, "SELECT count(*) FROM tracks WHERE audio_state <> 'pending'") == [(5,)])
+            await eventually(lambda: query(indexer, "SELECT handle FROM accounts") == [(alice.handle,)])
+            states = dict(query(indexer, "SELECT title, audio_state FROM tracks"))
+            rejected = query(indexer, "SELECT reason FROM rejections")
+    assert states == {
+        "Good": "verified",
+        "Missing": "unavailable",
+        "Not audio": "unavailable",
+        "Down": "unreachable",
+        "Private": "refused",
+    }
+    assert len(rejected) == 1 and "fileType" in rejected[0][0]
+    assert audio_server.hits["/status/503"] == 2  # retried, then given up
+
+
+async def test_identity_event_refreshes_the_handle_from_the_did_document(
+    tmp_path: Path, audio_server: AudioServer, local_pds: LocalPds
+) -> None:
+    bob = local_pds.create_account("ixbob")
+    first = create(bob.did, audio_server.url("/audio/b.mp3"))
+    async with JetstreamServer([first]) as server:
+        async with running(config(server, local_pds.plc_url), tmp_path / "db.duckdb", first["time_us"]) as indexer:
+            await eventually(lambda: query(indexer, "SELECT handle FROM accounts") == [(bob.handle,)])
+            new_handle = f"r{bob.handle}"
+            response = httpx.post(
+                f"{local_pds.pds_url}/xrpc/com.atproto.identity.updateHandle",
+                json={"handle": new_handle},
+                headers=bob.auth_headers,
+            )
+            assert response.status_code == 200, response.text
+            # The event claims a different handle: the indexer must believe the DID document, not the event.
+            server.append(identity(bob.did, "liar.test"))
+            await eventually(lambda: query(indexer, "SELECT handle FROM accounts") == [(new_handle,)])
+
+
+async def test_takedown_hides_and_deletion_purges(tmp_path: Path, audio_server: AudioServer) -> None:
+    did = "did:plc:cccccccccccccccccccccccc"
+    first = create(did, audio_server.url("/audio/c.mp3"))
+    async with JetstreamServer([first]) as server:
+        async with running(config(server, "http://127.0.0.1:9"), tmp_path / "db.duckdb", first["time_us"]) as indexer:
+            visible = "SELECT count(*) FROM tracks WHERE audio_state = 'verified' AND NOT hidden AND NOT deleted"
+            await eventually(lambda: query(indexer, visible) == [(1,)])
+            server.append(account(did, False, "takendown"))
+            await eventually(lambda: query(indexer, visible) == [(0,)])
+            server.append(account(did, True))
+            await eventually(lambda: query(indexer, visible) == [(1,)])
+            server.append(account(did, False, "deleted"))
+            await eventually(lambda: query(indexer, "SELECT deleted FROM tracks") == [(True,)])
+
+
+async def test_pending_checks_survive_a_restart(tmp_path: Path, audio_server: AudioServer) -> None:
+    did = "did:plc:dddddddddddddddddddddddd"
+    slow = create(did, audio_server.url("/slow/30"))
+    path = tmp_path / "db.duckdb"
+    async with JetstreamServer([slow]) as server:
+        settings = config(server, "http://127.0.0.1:9", audio_timeout_seconds=30.0)
+        async with running(settings, path, slow["time_us"]) as indexer:
+            await eventually(lambda: query(indexer, "SELECT audio_state FROM tracks") == [("pending",)])
+            await eventually(lambda: audio_server.hits["/slow/30"] == 1)
+        # Stopped mid-check: the track is still pending in the store, and the next start checks it again.
+        store = Store(path)
+        assert store.pending_urls() == [audio_server.url("/slow/30")]
+        store.close()
+        fast = settings.replace(audio_timeout_seconds=0.2, audio_retries=1)
+        async with running(fast, path, None) as indexer:
+            await eventually(lambda: query(indexer, "SELECT audio_state FROM tracks") == [("unreachable",)])
