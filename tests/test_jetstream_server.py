@@ -130,6 +130,19 @@ async def test_live_append_reaches_every_matching_subscriber(jetstream: Jetstrea
         assert len(await take(packed, 2)) == 2
 
 
+async def test_subscriber_leaving_mid_replay_leaves_the_server_serving(
+    jetstream: JetstreamServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    jetstream.append([track(ALICE, t) for t in range(1, 5001)])
+    # A client whose receive queue is full stops reading, so it never sees the close reply behind the
+    # backlog: close_timeout is how long it waits before dropping TCP.
+    async with connect(query(jetstream.url, cursor="0"), close_timeout=0.1) as ws:
+        await take(ws, 1)
+    async with connect(query(jetstream.url, cursor="4999")) as ws:
+        assert [event["time_us"] for event in await take_json(ws, 2)] == [4999, 5000]
+    assert [record.getMessage() for record in caplog.records if record.levelname == "ERROR"] == []
+
+
 async def test_unknown_path_is_404(jetstream: JetstreamServer) -> None:
     with pytest.raises(InvalidStatus) as caught:
         async with connect(jetstream.url.replace("/subscribe", "/xrpc/network.bsky.jetstream.subscribeEvents")):

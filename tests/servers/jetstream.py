@@ -260,8 +260,8 @@ class JetstreamServer:
         watcher = asyncio.create_task(self._wake_on_close(ws, stream.wake))
         try:
             await self._pump(ws, stream)
-        except ConnectionClosed:
-            pass
+        except (ConnectionClosed, OSError):
+            pass  # the subscriber went away: nothing to tell anyone
         finally:
             watcher.cancel()
             self._streams.discard(stream)
