@@ -34,6 +34,8 @@ MAX_REDIRECTS = 3
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _NO_HEAD = frozenset({405, 501})
 _TRANSIENT_4XX = frozenset({408, 429})  # the server may well say yes later
+_HEADERS = {"user-agent": "relay-appview audio-check"}
+_RANGE_HEADERS = {**_HEADERS, "range": "bytes=0-0"}
 
 
 class AudioState(enum.StrEnum):
@@ -86,14 +88,12 @@ class AudioChecker:
         self._slots = asyncio.Semaphore(settings.audio_concurrency)
         self._host_slots = _HostSlots(settings.audio_per_host)
         backend = GuardedBackend(allow_loopback=settings.audio_allow_insecure, resolver=resolver, inner=network_backend)
-        # trust_env=False: environment proxies would be mounted beside our transport and bypass the guard.
-        self._client = httpx.AsyncClient(
-            transport=GuardedTransport(backend, max_connections=settings.audio_concurrency),
-            timeout=settings.audio_timeout_seconds,
-            follow_redirects=False,
-            trust_env=False,
-            headers={"user-agent": "relay-appview audio-check"},
-        )
+        # One keep-alive pool for every check. Requests go straight to the transport rather than through an
+        # httpx.AsyncClient: the client parses every Location even with follow_redirects=False and turns a
+        # malformed one into a (retryable) transport error, and it would mount environment proxies beside
+        # the guard. Redirects are followed here, each hop vetted first.
+        self._transport = GuardedTransport(backend, max_connections=settings.audio_concurrency)
+        self._extensions = {"timeout": httpx.Timeout(settings.audio_timeout_seconds).as_dict()}
 
     async def check(self, url: str) -> AudioResult:
         try:
@@ -106,7 +106,7 @@ class AudioChecker:
         return result
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        await self._transport.aclose()
 
     async def __aenter__(self) -> AudioChecker:
         return self
@@ -149,13 +149,18 @@ class AudioChecker:
     async def _probe(self, url: httpx.URL) -> httpx.Response:
         """HEAD, or for servers that refuse HEAD a ranged GET whose body is never read."""
         async with self._host_slots.hold(url.host), self._slots, asyncio.timeout(self._timeout):
-            response = await self._client.head(url)
-            if response.status_code not in _NO_HEAD:
-                return response
-            request = self._client.build_request("GET", url, headers={"range": "bytes=0-0"})
-            response = await self._client.send(request, stream=True)
-            await response.aclose()
+            response = await self._send("HEAD", url, _HEADERS)
+            if response.status_code in _NO_HEAD:
+                response = await self._send("GET", url, _RANGE_HEADERS)
             return response
+
+    async def _send(self, method: str, url: httpx.URL, headers: dict[str, str]) -> httpx.Response:
+        request = httpx.Request(method, url, headers=headers, extensions=self._extensions)
+        response = await self._transport.handle_async_request(request)
+        if method == "HEAD":
+            await response.aread()  # empty, but reading to the end keeps the connection alive
+        await response.aclose()
+        return response
 
 
 def _redirect_target(current: httpx.URL, location: str, allow_insecure: bool, hosts: frozenset[str]) -> httpx.URL:

@@ -40,13 +40,20 @@ Headers = list[tuple[bytes, bytes]]
 
 
 class AudioServer:
-    def __init__(self) -> None:
+    """Plain HTTP by default; give a certificate and key (PEM files) to serve HTTPS instead."""
+
+    def __init__(self, *, certfile: str | None = None, keyfile: str | None = None) -> None:
+        self._tls = (certfile, keyfile)
         self.hits: Counter[str] = Counter()
         self.base_url = ""
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping: asyncio.Event | None = None
+
+    @property
+    def port(self) -> int:
+        return int(self.base_url.rsplit(":", 1)[1])
 
     def url(self, path: str) -> str:
         return self.base_url + path
@@ -57,9 +64,17 @@ class AudioServer:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(("127.0.0.1", 0))
         sock.listen(2048)
-        self.base_url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+        scheme = "https" if self._tls[0] else "http"
+        self.base_url = f"{scheme}://127.0.0.1:{sock.getsockname()[1]}"
         config = uvicorn.Config(
-            self._app, interface="asgi3", lifespan="off", log_level="warning", access_log=False, backlog=2048
+            self._app,
+            interface="asgi3",
+            lifespan="off",
+            log_level="warning",
+            access_log=False,
+            backlog=2048,
+            ssl_certfile=self._tls[0],
+            ssl_keyfile=self._tls[1],
         )
         self._server = uvicorn.Server(config)
         ready = threading.Event()
