@@ -143,6 +143,22 @@ async def test_subscriber_leaving_mid_replay_leaves_the_server_serving(
     assert [record.getMessage() for record in caplog.records if record.levelname == "ERROR"] == []
 
 
+async def test_restart_keeps_url_and_log() -> None:
+    server = JetstreamServer([track(ALICE, 1)])
+    await server.start()
+    url = server.url
+    await server.stop()
+    with pytest.raises(ConnectionRefusedError):
+        await connect(url)
+    await server.start()
+    try:
+        async with connect(query(server.url, cursor="0")) as ws:
+            assert [event["time_us"] for event in await take_json(ws, 1)] == [1]
+    finally:
+        await server.stop()
+    assert server.url == url
+
+
 async def test_unknown_path_is_404(jetstream: JetstreamServer) -> None:
     with pytest.raises(InvalidStatus) as caught:
         async with connect(jetstream.url.replace("/subscribe", "/xrpc/network.bsky.jetstream.subscribeEvents")):

@@ -174,10 +174,12 @@ class JetstreamServer:
         await self.stop()
 
     async def start(self) -> None:
+        """Listens on an ephemeral port the first time and on the same port after a stop(), so a test
+        can take the host down and bring it back under the URL a client already holds."""
         self._server = await serve(
             self._handle,
             "127.0.0.1",
-            0,
+            self.port,
             process_request=self._process_request,
             compression=None,
             ping_interval=self.ping_interval,
