@@ -66,4 +66,9 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (uri, rev)
     );
     """,
+    # API reads: one account's tracks (actor feeds, track lookups), and accounts by handle.
+    """
+    CREATE INDEX tracks_did ON tracks (did);
+    CREATE INDEX accounts_handle ON accounts (handle);
+    """,
 )

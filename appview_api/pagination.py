@@ -1,0 +1,75 @@
+"""Opaque, signed keyset cursors.
+
+A cursor is the sort key of the last row a page showed, so the next page starts strictly after it: rows
+inserted meanwhile can neither repeat a row nor push one out. The key is signed (HMAC-SHA256, truncated)
+together with a scope naming the query it belongs to, so a client can neither forge a position nor carry a
+cursor from one query over to another. The secret comes from settings, or is generated once and kept in
+the store's `meta` table so cursors survive restarts.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import secrets
+
+import orjson
+
+from appview_api.xrpc import invalid
+from indexer.store import Store
+
+Key = tuple[int | str, ...]
+
+_META_KEY = "api_cursor_secret"
+_TAG_BYTES = 12
+
+
+def cursor_secret(configured: str, store: Store) -> bytes:
+    """The configured secret, else the stored one, else a new one stored now (a write: call at startup)."""
+    if configured:
+        return configured.encode()
+    stored = store.meta(_META_KEY)
+    if stored is None:
+        stored = secrets.token_hex(32)
+        store.set_meta(_META_KEY, stored)
+    return stored.encode()
+
+
+class CursorCodec:
+    def __init__(self, secret: bytes) -> None:
+        self._secret = secret
+
+    def encode(self, scope: str, key: Key) -> str:
+        payload = orjson.dumps(key)
+        return f"{_b64(payload)}.{_b64(self._tag(scope, payload))}"
+
+    def decode(self, scope: str, cursor: str, shape: tuple[type, ...]) -> Key:
+        """The key inside `cursor`, checked against its signature and the expected types; else 400."""
+        body, _, tag = cursor.partition(".")
+        try:
+            payload = _unb64(body)
+            valid = hmac.compare_digest(_unb64(tag), self._tag(scope, payload))
+        except (binascii.Error, ValueError):
+            valid = False
+        if not valid:
+            raise invalid("cursor is malformed or was not issued for this query")
+        key = orjson.loads(payload)
+        if not isinstance(key, list) or [type(part) for part in key] != list(shape):
+            raise invalid("cursor is malformed or was not issued for this query")
+        return tuple(key)
+
+    def _tag(self, scope: str, payload: bytes) -> bytes:
+        message = scope.encode() + b"\x00" + payload
+        return hmac.new(self._secret, message, hashlib.sha256).digest()[:_TAG_BYTES]
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _unb64(text: str) -> bytes:
+    if not text.isascii():
+        raise ValueError("not base64")
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
