@@ -71,9 +71,8 @@ def _index(args: argparse.Namespace, settings: Settings) -> int:
     store = Store(settings.db_path, recheck_seconds=settings.audio_recheck_seconds)
     try:
         if cursor is not None:
-            store.rewind(cursor, "replay")
             log.info("replaying from cursor=%d (%s)", cursor, _iso(cursor))
-        indexer = Indexer(settings, store)
+        indexer = Indexer(settings, store, replay_from=cursor)
         asyncio.run(_until_signal(indexer.run, indexer.stop))
     finally:
         store.close()
@@ -82,7 +81,6 @@ def _index(args: argparse.Namespace, settings: Settings) -> int:
 
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
     from appview_api.server import serve
-
     from indexer.service import Indexer
 
     store = Store(settings.db_path, recheck_seconds=settings.audio_recheck_seconds)

@@ -41,6 +41,7 @@ class Consumer:
         emit: Emit,
         cursor: int | None,
         *,
+        rewind_first: bool = True,
         collections: tuple[str, ...] = (TRACK_COLLECTION,),
         decoder: FrameDecoder | None = None,
         rng: random.Random | None = None,
@@ -52,6 +53,7 @@ class Consumer:
         self._decoder = decoder or FrameDecoder()
         self._rng = rng or random.Random()
         self._host = 0
+        self._rewind_first = rewind_first
         self._stopping = asyncio.Event()
         self._pending: list[Event] = []
         self._inflight: asyncio.Task[None] | None = None
@@ -67,7 +69,7 @@ class Consumer:
     async def run(self) -> None:
         """Consume until stop(); every received event is emitted (or dropped for refetch) before return."""
         failures = 0
-        rewind_us = 0
+        rewind_us = int(self.settings.rewind_seconds * 1_000_000) if self._rewind_first else 0
         while not self._stopping.is_set():
             base = self.settings.jetstream_urls[self._host]
             cursor = None if self.cursor is None else self.cursor - rewind_us
@@ -104,7 +106,7 @@ class Consumer:
                 url,
                 open_timeout=min(10.0, stall),
                 ping_interval=None,  # the watchdog pings, so that a pong counts as a sign of life
-                close_timeout=min(5.0, stall / 2),
+                close_timeout=min(1.0, stall / 2),  # a stop mid-replay must not wait behind the backlog
                 max_size=MAX_MESSAGE_BYTES,
                 compression=None,
             ) as ws:

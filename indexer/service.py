@@ -32,16 +32,23 @@ class Indexer:
         settings: Settings,
         store: Store,
         *,
+        replay_from: int | None = None,
         checker: AudioChecker | None = None,
         identity: IdentityResolver | None = None,
     ) -> None:
+        """`replay_from` rewinds the stored cursor and starts exactly there; otherwise the indexer resumes
+        a few seconds before the stored cursor, as on any reconnect."""
         self.settings = settings
         self.store = store
+        if replay_from is not None:
+            store.rewind(replay_from, "replay")
         self.writer = Writer(store, settings.future_skew_seconds)
         self._checker = checker
         self._identity = identity
         stored = store.cursor()
-        self.consumer = Consumer(settings, self._emit, stored.time_us if stored else None)
+        self.consumer = Consumer(
+            settings, self._emit, stored.time_us if stored else None, rewind_first=replay_from is None
+        )
         self.audio: WorkQueue[str, AudioResult] | None = None
         self.handles: WorkQueue[str, tuple[str, str | None] | None] | None = None
         self._started = asyncio.Event()

@@ -57,7 +57,9 @@ class Harness:
         self.fail_batches = fail_batches
         self.batches: list[list[Event]] = []
         stored = self.store.cursor()
-        self.consumer = Consumer(config, self.emit, stored.time_us if stored else None, rng=random.Random(1))
+        self.consumer = Consumer(
+            config, self.emit, stored.time_us if stored else None, rewind_first=False, rng=random.Random(1)
+        )
 
     async def emit(self, events: list[Event], source: str) -> None:
         if self.fail_batches:

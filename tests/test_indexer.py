@@ -47,10 +47,8 @@ def create(did: str, url: str, title: str = "Song", t: int | None = None, **reco
 @contextlib.asynccontextmanager
 async def running(settings: Settings, path: Path, cursor: int | None) -> AsyncIterator[Indexer]:
     store = Store(path)
-    if cursor is not None:
-        store.rewind(cursor, "test")
     checker = AudioChecker(settings, retry_base_seconds=0.01)
-    indexer = Indexer(settings, store, checker=checker)
+    indexer = Indexer(settings, store, replay_from=cursor, checker=checker)
     task = asyncio.create_task(indexer.run())
     try:
         yield indexer
