@@ -1,17 +1,22 @@
 // A PLC directory and Bluesky's reference PDS on loopback, for tests.
 //
-// Prints one JSON line {"pds": url, "plc": url} on stdout once both answer, then runs until stdin
-// closes or SIGTERM/SIGINT arrives. Data goes under os.tmpdir(): the caller sets TMPDIR to a
-// directory it removes afterwards.
+// Prints one JSON line {"pds": url, "plc": url, "pdsPublicUrl": url} on stdout once both answer,
+// then runs until stdin closes or SIGTERM/SIGINT arrives. dev-env writes its data under
+// os.tmpdir(); when RELAY_PDS_SCRATCH_DIR names a directory, that directory becomes the temp dir
+// and is removed at exit, so data does not outlive a test run even when its runner was killed.
 //
 // dev-env's servers call `app.listen(port)` with no host, which binds every interface. Node offers
 // no global default host, so every listen() that names no host is pinned to 127.0.0.1 here,
 // before dev-env is loaded.
 
 import dns from 'node:dns';
+import fs from 'node:fs';
 import net from 'node:net';
 
 const LOOPBACK = '127.0.0.1';
+
+const scratchDir = process.env.RELAY_PDS_SCRATCH_DIR;
+if (scratchDir) process.env.TMPDIR = scratchDir;
 
 dns.setDefaultResultOrder('ipv4first');
 
@@ -55,6 +60,7 @@ async function shutdown(code) {
   try {
     await network.close();
   } finally {
+    if (scratchDir) fs.rmSync(scratchDir, { recursive: true, force: true });
     process.exit(code);
   }
 }
