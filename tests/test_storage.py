@@ -429,3 +429,11 @@ async def test_migration_of_a_missing_directory_copies_nothing(tmp_path: Path, r
     report = await migrate_local_to_r2(settings_for(tmp_path, **r2_overrides))
 
     assert (report.copied, report.skipped, report.ignored, report.bytes_copied) == (0, 0, 0, 0)
+
+
+def test_s3_server_listens_on_loopback_only(s3_server: S3Server) -> None:
+    listening = [
+        c.laddr for c in psutil.Process(s3_server.pid).net_connections(kind="inet") if c.status == psutil.CONN_LISTEN
+    ]
+
+    assert [f"http://{addr.ip}:{addr.port}" for addr in listening] == [s3_server.endpoint_url]
