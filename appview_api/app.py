@@ -83,9 +83,7 @@ def create_app(settings: Settings, store: Store, *, indexer_status: IndexerStatu
             {
                 "@context": ["https://www.w3.org/ns/did/v1"],
                 "id": settings.did,
-                "service": [
-                    {"id": "#relay_appview", "type": "RelayAppView", "serviceEndpoint": settings.base_url}
-                ],
+                "service": [{"id": "#relay_appview", "type": "RelayAppView", "serviceEndpoint": settings.base_url}],
             }
         )
 

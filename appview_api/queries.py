@@ -80,8 +80,10 @@ def search_page(
         params[f"p{i}"] = "%" + _escape_like(term) + "%"
         like = [f"{column} ILIKE $p{i} ESCAPE '\\'" for column in ("title", "artist", "album")]
         matches.append("(" + " OR ".join(like) + ")")
-        scores.append(f"(CASE WHEN {like[0]} THEN 4 ELSE 0 END + CASE WHEN {like[1]} THEN 2 ELSE 0 END "
-                      f"+ CASE WHEN coalesce({like[2]}, false) THEN 1 ELSE 0 END)")
+        scores.append(
+            f"(CASE WHEN {like[0]} THEN 4 ELSE 0 END + CASE WHEN {like[1]} THEN 2 ELSE 0 END "
+            f"+ CASE WHEN coalesce({like[2]}, false) THEN 1 ELSE 0 END)"
+        )
     phrase = "CASE WHEN lower(title) = $phrase THEN 8 WHEN starts_with(lower(title), $phrase) THEN 4 ELSE 0 END"
     where = ""
     if after is not None:

@@ -10,9 +10,7 @@ from indexer.events import TRACK_COLLECTION
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 # The columns every track query selects, in this order (see queries.py).
-COLUMNS = (
-    "did, rkey, cid, title, artist, album, audio_url, file_type, duration, created_at, indexed_us, sort_us"
-)
+COLUMNS = "did, rkey, cid, title, artist, album, audio_url, file_type, duration, created_at, indexed_us, sort_us"
 
 
 class TrackRow(NamedTuple):

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import base64
 import logging
 import re
+from pathlib import Path
 
 import pytest
 
 from appview_api.views import iso_micros
-from tests.fixtures.api import PUBLIC_URL, Api
+from tests.fixtures.api import PUBLIC_URL, Api, start_api
 from tests.servers.events import iso, now_us
 
 ALICE = "did:plc:" + "a" * 24
@@ -347,13 +349,14 @@ def page_one(api: Api) -> dict:
 def test_malformed_cursor_is_rejected(api: Api, page_one: dict, cursor: str) -> None:
     response = api.xrpc(FEED, cursor=cursor)
     assert response.status_code == 400
-    assert response.json() == {"error": "InvalidRequest", "message": "cursor is malformed or was not issued for this query"}
+    assert response.json() == {
+        "error": "InvalidRequest",
+        "message": "cursor is malformed or was not issued for this query",
+    }
 
 
 def test_forged_cursor_is_rejected(api: Api, page_one: dict) -> None:
     body, tag = page_one["cursor"].split(".")
-    import base64
-
     key = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))
     forged = base64.urlsafe_b64encode(key.replace(b"[", b"[1", 1)).rstrip(b"=").decode()
     response = api.xrpc(FEED, cursor=f"{forged}.{tag}")
@@ -372,9 +375,7 @@ def test_cursor_from_another_query_is_rejected(api: Api, page_one: dict) -> None
     assert api.xrpc(SEARCH, q="artist", cursor=other_q).status_code == 400
 
 
-def test_cursor_secret_persists_across_restarts(tmp_path) -> None:
-    from tests.fixtures.api import start_api
-
+def test_cursor_secret_persists_across_restarts(tmp_path: Path) -> None:
     db = tmp_path / "api.duckdb"
     servers = start_api(db)
     api = next(servers)
