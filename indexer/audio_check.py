@@ -70,7 +70,7 @@ def judge(status: int, content_type: str | None) -> tuple[AudioState, str]:
 
 
 class AudioChecker:
-    """Probes audio URLs over one shared keep-alive client, bounded overall and per host."""
+    """Probes audio URLs over one shared keep-alive pool, bounded overall and per host."""
 
     def __init__(
         self,
@@ -102,7 +102,8 @@ class AudioChecker:
             result = AudioResult(url, AudioState.REFUSED, exc.reason, None, None)
         AUDIO_CHECKS.labels(outcome=result.state).inc()
         if result.state in (AudioState.REFUSED, AudioState.UNREACHABLE):
-            log.info("audio check %s url=%s reason=%s", result.state, url, result.reason)
+            # repr, cut short: the URL is a stranger's string and must not forge or flood log lines.
+            log.info("audio check %s url=%.300r reason=%.300r", result.state, url, result.reason)
         return result
 
     async def aclose(self) -> None:

@@ -246,16 +246,30 @@ async def test_secure_redirect_to_internal_is_refused(
 async def test_outcomes_are_counted_and_refusals_logged(
     make_checker: MakeChecker, caplog: pytest.LogCaptureFixture
 ) -> None:
+    url = "gopher://ok.example/\nforged line"
+    reason = "not a valid URL: Invalid non-printable ASCII character in URL, '\\n' at position 20."
     before = REGISTRY.get_sample_value("relay_audio_checks_total", {"outcome": "refused"}) or 0.0
     with caplog.at_level(logging.INFO, logger="indexer.audio_check"):
-        await make_checker().check("gopher://ok.example/")
+        assert await make_checker().check(url) == AudioResult(url, REFUSED, reason, None, None)
     assert REGISTRY.get_sample_value("relay_audio_checks_total", {"outcome": "refused"}) == before + 1
-    assert [r.getMessage() for r in caplog.records] == [
-        "audio check refused url=gopher://ok.example/ reason=scheme 'gopher' is not allowed"
-    ]
+    messages = [r.getMessage() for r in caplog.records]
+    assert messages == [f"audio check refused url={url!r} reason={reason!r}"]
+    assert "\n" not in messages[0]
 
 
 async def test_checker_is_an_async_context_manager(audio_server: AudioServer, fake_resolver: FakeResolver) -> None:
     async with AudioChecker(INSECURE, resolver=fake_resolver) as checker:
         result = await checker.check(audio_server.url("/audio/cm.mp3"))
     assert result.state is V
+
+
+async def test_untrusted_certificate_is_unreachable(
+    tls_audio_server: tuple[AudioServer, SelfSignedCert], make_checker: MakeChecker, dial_recorder: DialRecorder
+) -> None:
+    server, _ = tls_audio_server
+    dial_recorder.routes[FAKE_PUBLIC_IP] = server.port  # no `trust`: the client's own CA bundle judges
+    url = "https://cdn.example/audio/a.mp3"
+    result = await make_checker(SECURE).check(url)
+    assert (result.state, result.status, result.content_type) == (UNREACHABLE, None, None)
+    assert "CERTIFICATE_VERIFY_FAILED" in result.reason
+    assert dial_recorder.dials == [(FAKE_PUBLIC_IP, 443)] * 3
