@@ -1,5 +1,6 @@
 """AudioChecker against real local servers; the public internet is faked at the wire (tests.fixtures.audio)."""
 
+import asyncio
 import logging
 import socket
 from collections.abc import AsyncIterator, Callable
@@ -119,6 +120,18 @@ async def test_slow_server_times_out(audio_server: AudioServer, make_checker: Ma
     checker = make_checker(INSECURE.replace(audio_timeout_seconds=0.2, audio_retries=2))
     assert await checker.check(url) == AudioResult(url, UNREACHABLE, "timed out", None, None)
     assert audio_server.hits["/slow/30"] == 2
+
+
+@pytest.mark.parametrize(("concurrency", "per_host"), [(64, 2), (3, 16)])
+async def test_concurrency_is_bounded(
+    concurrency: int, per_host: int, audio_server: AudioServer, make_checker: MakeChecker
+) -> None:
+    checker = make_checker(INSECURE.replace(audio_concurrency=concurrency, audio_per_host=per_host))
+    urls = [audio_server.url(f"/slow/0.05?n={n}") for n in range(8)]
+    results = await asyncio.gather(*(checker.check(url) for url in urls))
+    assert {result.state for result in results} == {V}
+    assert audio_server.hits["/slow/0.05"] == 8
+    assert 1 <= audio_server.peak <= min(concurrency, per_host)
 
 
 async def test_closed_port_is_unreachable(make_checker: MakeChecker, dial_recorder: DialRecorder) -> None:

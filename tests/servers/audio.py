@@ -15,7 +15,7 @@ loop, so it serves any test loop and any plain script alike. Behaviour is chosen
     /redirect/<n>        302 to /redirect/<n-1>; /redirect/0 serves audio
     /to?url=<location>   302 to exactly that Location
 
-`hits` counts requests per path (query excluded).
+`hits` counts requests per path (query excluded); `peak` is the most requests ever in flight at once.
 """
 
 from __future__ import annotations
@@ -45,6 +45,8 @@ class AudioServer:
     def __init__(self, *, certfile: str | None = None, keyfile: str | None = None) -> None:
         self._tls = (certfile, keyfile)
         self.hits: Counter[str] = Counter()
+        self.peak = 0
+        self._in_flight = 0
         self.base_url = ""
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
@@ -116,7 +118,12 @@ class AudioServer:
             return
         path: str = scope["path"]
         self.hits[path] += 1
-        status, headers, body = await self._respond(scope, path)
+        self._in_flight += 1
+        self.peak = max(self.peak, self._in_flight)
+        try:
+            status, headers, body = await self._respond(scope, path)
+        finally:
+            self._in_flight -= 1
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": b"" if scope["method"] == "HEAD" else body})
 
