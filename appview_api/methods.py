@@ -62,27 +62,27 @@ async def feed_get_tracks(api: Api, m: Method, p: dict[str, Any]) -> bytes:
 
 
 async def actor_get_tracks(api: Api, m: Method, p: dict[str, Any]) -> bytes:
+    actor = p["actor"].lower()
+    scope = f"{m.nsid}|{actor}"
+
     async def compute() -> bytes:
-        did = await api.db(queries.account_did, p["actor"])
-        if did is None:
-            raise m.error("ActorNotFound", f"no indexed account {p['actor']!r}", 400)
-        scope = f"{m.nsid}|{did}"
         after = _decode(api, scope, p.get("cursor"), _FEED_KEY)
-        page = await api.db(_with_handles(queries.actor_page), did, p["limit"] + 1, after)
+        page = await api.db(_actor_page, actor, p["limit"] + 1, after)
+        if page is None:
+            raise m.error("ActorNotFound", f"no indexed account {p['actor']!r}", 400)
         return _page(api, scope, page, p["limit"], _feed_key)
 
-    return await api.cache.get((m.nsid, p["actor"].lower(), p["limit"], p.get("cursor")), compute)
+    return await api.cache.get((m.nsid, actor, p["limit"], p.get("cursor")), compute)
 
 
 async def track_get_track(api: Api, m: Method, p: dict[str, Any]) -> bytes:
     repo, rkey = _split_uri(p["uri"])
 
     async def compute() -> bytes:
-        did = repo if repo.startswith("did:") else await api.db(queries.account_did, repo)
-        found = None if did is None else await api.db(_with_handles(_one_track), did, rkey)
-        if not found or not found[0]:
+        page = await api.db(_one_track, repo, rkey)
+        if page is None or not page[0]:
             raise m.error("TrackNotFound", f"no visible track at {p['uri']}", 404)
-        rows, names = found
+        rows, names = page
         return orjson.dumps({"track": track_view(rows[0], names.get(rows[0].did))})
 
     return await api.cache.get((m.nsid, repo.lower(), rkey), compute)
@@ -128,9 +128,22 @@ def _with_handles(query: Callable[..., list[TrackRow]]) -> Callable[..., Page]:
     return run
 
 
-def _one_track(con: queries.Con, did: str, rkey: str) -> list[TrackRow]:
+def _actor_page(con: queries.Con, actor: str, limit: int, after: queries.FeedKey | None) -> Page | None:
+    """One account's page, in one trip to the pool; None if no indexed account has that DID or handle."""
+    found = queries.account(con, actor)
+    if found is None:
+        return None
+    did, handle = found
+    return queries.actor_page(con, did, limit, after), {did: handle}
+
+
+def _one_track(con: queries.Con, repo: str, rkey: str) -> Page | None:
+    found = queries.account(con, repo)
+    if found is None:
+        return None
+    did, handle = found
     row = queries.track(con, did, rkey)
-    return [row] if row else []
+    return ([row] if row else []), {did: handle}
 
 
 def _search(

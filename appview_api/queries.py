@@ -48,15 +48,18 @@ def track(con: Con, did: str, rkey: str) -> TrackRow | None:
     return rows[0] if rows else None
 
 
-def account_did(con: Con, actor: str) -> str | None:
-    """The DID of an indexed account named by DID or by handle (handles compare case-insensitively)."""
+def account(con: Con, actor: str) -> tuple[str, str | None] | None:
+    """(DID, handle) of an indexed account named by DID or by handle (handles compare case-insensitively).
+
+    Two accounts can briefly claim one handle (a stale one not yet re-resolved): the latest resolution
+    wins. The choice is made here rather than by ORDER BY, which would stop DuckDB using the index.
+    """
     if actor.startswith("did:"):
-        row = con.execute("SELECT did FROM accounts WHERE did = ?", [actor]).fetchone()
+        rows = con.execute("SELECT did, handle, handle_resolved_us FROM accounts WHERE did = ?", [actor])
     else:
-        row = con.execute(
-            "SELECT did FROM accounts WHERE handle = ? ORDER BY handle_resolved_us DESC LIMIT 1", [actor.lower()]
-        ).fetchone()
-    return row[0] if row else None
+        rows = con.execute("SELECT did, handle, handle_resolved_us FROM accounts WHERE handle = ?", [actor.lower()])
+    found = max(rows.fetchall(), key=lambda row: row[2] or 0, default=None)
+    return None if found is None else (found[0], found[1])
 
 
 def handles(con: Con, dids: Sequence[str]) -> dict[str, str | None]:
