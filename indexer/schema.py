@@ -71,4 +71,11 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX tracks_did ON tracks (did);
     CREATE INDEX accounts_handle ON accounts (handle);
     """,
+    # API search: changed_us (set by every upsert) lets the API's in-memory search index catch up on
+    # just the rows written since it last looked; rkey (TIDs, nearly unique) is the cheapest way DuckDB
+    # has to fetch a handful of known tracks, as it uses single-column indexes only.
+    """
+    ALTER TABLE tracks ADD COLUMN changed_us BIGINT DEFAULT 0;
+    CREATE INDEX tracks_rkey ON tracks (rkey);
+    """,
 )

@@ -259,7 +259,7 @@ SELECT s.did, s.rkey, s.rev, s.cid, s.deleted,
        s.title, s.artist, s.album, s.audio_url, s.file_type, s.duration, s.created_at, s.created_us,
        $now, least(coalesce(s.created_us, $now), $now),
        CASE WHEN s.deleted THEN '{NO_AUDIO}' ELSE coalesce(c.state, 'pending') END,
-       s.event_time_us
+       s.event_time_us, $now
 FROM staged s
 LEFT JOIN accounts a ON a.did = s.did
 LEFT JOIN audio_checks c ON c.url = s.audio_url AND c.checked_us > $fresh_after
@@ -272,7 +272,7 @@ ON CONFLICT (did, rkey) DO UPDATE SET
     audio_state = CASE
         WHEN excluded.audio_url IS NOT DISTINCT FROM tracks.audio_url AND tracks.audio_state <> '{NO_AUDIO}'
         THEN tracks.audio_state ELSE excluded.audio_state END,
-    event_time_us = excluded.event_time_us
+    event_time_us = excluded.event_time_us, changed_us = excluded.changed_us
 WHERE excluded.rev > tracks.rev
 """
 
