@@ -1,0 +1,254 @@
+#!/usr/bin/env python
+"""Ingest benchmark: our consumer against a naive one and the loopback ceiling, in one run.
+
+A local Jetstream v1 server (its own process, like a remote host) replays N app.relay.track commits
+(mostly creates, some updates and deletes, a Zipf-like spread of accounts). Measured, side by side:
+  ours     Consumer + Writer (planner, lexicon validation, batched DuckDB upserts, cursor) into a fresh file
+  naive    one INSERT ... ON CONFLICT and one commit per event, written below (run on the first --naive events)
+  ceiling  websocket receive + orjson parse only
+Audio checks: our AudioChecker + work queue + store writes, against a bare httpx HEAD loop at the same
+concurrency, both against a local audio server in its own process.
+
+    .venv/bin/python scripts/bench_ingest.py            # 200,000 events, 5,000 audio checks
+The last line is one JSON object with the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import multiprocessing as mp
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import duckdb  # noqa: E402
+import httpx  # noqa: E402
+import orjson  # noqa: E402
+import websockets  # noqa: E402
+
+from indexer.audio_check import AudioChecker  # noqa: E402
+from indexer.config import Settings  # noqa: E402
+from indexer.consumer import Consumer  # noqa: E402
+from indexer.events import Event  # noqa: E402
+from indexer.store import Store  # noqa: E402
+from indexer.workqueue import WorkQueue  # noqa: E402
+from indexer.writer import Writer  # noqa: E402
+
+SEED = 2026
+
+
+def _jetstream_host(n: int, audio_base: str, ready: mp.Queue, stop: mp.Event) -> None:
+    from tests.servers.events import synthetic_track_events
+    from tests.servers.jetstream import JetstreamServer
+
+    async def main() -> None:
+        events = list(synthetic_track_events(n, audio_base_url=audio_base, accounts=5000, seed=SEED))
+        async with JetstreamServer(events) as server:
+            ready.put((server.url, events[-1]["time_us"], _mix(events)))
+            while not stop.is_set():
+                await asyncio.sleep(0.1)
+
+    asyncio.run(main())
+
+
+def _audio_host(ready: mp.Queue, stop: mp.Event) -> None:
+    from tests.servers.audio import AudioServer
+
+    with AudioServer() as server:
+        ready.put(server.base_url)
+        stop.wait()
+
+
+def _mix(events: list[dict]) -> dict[str, int]:
+    mix: dict[str, int] = {}
+    for event in events:
+        op = event["commit"]["operation"]
+        mix[op] = mix.get(op, 0) + 1
+    mix["accounts"] = len({event["did"] for event in events})
+    return mix
+
+
+def _settings(url: str, **overrides: object) -> Settings:
+    return Settings(jetstream_urls=(url,), jetstream_compress=False, audio_allow_insecure=True).replace(**overrides)
+
+
+async def bench_ours(url: str, last_us: int, db: Path, compress: bool) -> tuple[float, int]:
+    store = Store(db)
+    writer = Writer(store)
+    done = asyncio.Event()
+    applied = 0
+
+    async def emit(events: list[Event], source: str) -> None:
+        nonlocal applied
+        result = await writer.apply(events, source)
+        applied += len(events)
+        if result.cursor is not None and result.cursor >= last_us:
+            done.set()
+
+    consumer = Consumer(_settings(url, jetstream_compress=compress), emit, 0, rewind_first=False)
+    start = time.perf_counter()
+    task = asyncio.create_task(consumer.run())
+    await done.wait()
+    elapsed = time.perf_counter() - start
+    consumer.stop()
+    await task
+    writer.close()
+    rows = store.reader().execute("SELECT count(*) FROM tracks").fetchone()[0]
+    store.close()
+    print(f"  ours{' (compress=true)' if compress else ''}: {applied} events in {elapsed:.2f}s, {rows} rows")
+    return applied / elapsed, rows
+
+
+NAIVE_UPSERT = """
+INSERT INTO tracks (did, rkey, rev, cid, deleted, hidden, title, artist, album, audio_url, file_type, duration,
+                    created_at, created_us, indexed_us, sort_us, audio_state, event_time_us)
+VALUES (?, ?, ?, ?, ?, false, ?, ?, ?, ?, ?, ?, ?, 0, 0, 0, 'pending', ?)
+ON CONFLICT (did, rkey) DO UPDATE SET rev = excluded.rev, cid = excluded.cid, deleted = excluded.deleted,
+    title = excluded.title, artist = excluded.artist, album = excluded.album, audio_url = excluded.audio_url,
+    file_type = excluded.file_type, duration = excluded.duration, created_at = excluded.created_at
+WHERE excluded.rev > tracks.rev
+"""
+
+
+async def bench_naive(url: str, db: Path, limit: int) -> float:
+    Store(db).close()  # same schema as ours
+    con = duckdb.connect(str(db))
+    count = 0
+    start = time.perf_counter()
+    async with websockets.connect(f"{url}?wantedCollections=app.relay.track&cursor=0", max_size=None, ping_interval=None) as ws:
+        async for message in ws:
+            event = orjson.loads(message)
+            body = event["commit"]
+            record = body.get("record") or {}
+            con.execute(
+                NAIVE_UPSERT,
+                [event["did"], body["rkey"], body["rev"], body.get("cid"), body["operation"] == "delete",
+                 record.get("title"), record.get("artist"), record.get("album"), record.get("audioUrl"),
+                 record.get("fileType"), record.get("duration"), record.get("createdAt"), event["time_us"]],
+            )  # autocommit: one transaction per event
+            count += 1
+            if count == limit:
+                break
+    elapsed = time.perf_counter() - start
+    con.close()
+    print(f"  naive: {count} events in {elapsed:.2f}s")
+    return count / elapsed
+
+
+async def bench_ceiling(url: str, total: int) -> float:
+    count = 0
+    start = time.perf_counter()
+    async with websockets.connect(f"{url}?wantedCollections=app.relay.track&cursor=0", max_size=None, ping_interval=None) as ws:
+        async for message in ws:
+            orjson.loads(message)
+            count += 1
+            if count == total:
+                break
+    elapsed = time.perf_counter() - start
+    print(f"  ceiling: {count} events in {elapsed:.2f}s")
+    return count / elapsed
+
+
+async def bench_audio_ours(urls: list[str], db: Path, concurrency: int) -> float:
+    settings = Settings(audio_allow_insecure=True, audio_concurrency=concurrency)
+    store = Store(db)
+    writer = Writer(store)
+    async with AudioChecker(settings) as checker:
+        queue = WorkQueue("audio", checker.check, writer.record_audio, concurrency=concurrency)
+        runner = asyncio.create_task(queue.run())
+        start = time.perf_counter()
+        queue.submit(urls)
+        await queue.join()
+        elapsed = time.perf_counter() - start
+        runner.cancel()
+        await asyncio.gather(runner, return_exceptions=True)
+    writer.close()
+    verified = store.reader().execute("SELECT count(*) FROM audio_checks WHERE state = 'verified'").fetchone()[0]
+    store.close()
+    print(f"  audio ours: {verified} verified of {len(urls)} in {elapsed:.2f}s")
+    assert verified == len(urls), "every check must verify against the local server"
+    return verified / elapsed
+
+
+async def bench_audio_bare(urls: list[str], concurrency: int) -> float:
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    gate = asyncio.Semaphore(concurrency)
+    ok = 0
+    async with httpx.AsyncClient(limits=limits, trust_env=False) as client:
+
+        async def head(url: str) -> None:
+            nonlocal ok
+            async with gate:
+                if (await client.head(url)).status_code == 200:
+                    ok += 1
+
+        start = time.perf_counter()
+        await asyncio.gather(*(head(url) for url in urls))
+        elapsed = time.perf_counter() - start
+    print(f"  audio bare httpx: {ok} of {len(urls)} in {elapsed:.2f}s")
+    return ok / elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--events", type=int, default=200_000)
+    parser.add_argument("--naive", type=int, default=10_000, help="events the naive consumer is timed on")
+    parser.add_argument("--checks", type=int, default=5_000)
+    parser.add_argument("--concurrency", type=int, default=64)
+    args = parser.parse_args()
+
+    ctx = mp.get_context("spawn")
+    stop = ctx.Event()
+    audio_ready: mp.Queue = ctx.Queue()
+    audio = ctx.Process(target=_audio_host, args=(audio_ready, stop), daemon=True)
+    audio.start()
+    audio_base = audio_ready.get(timeout=60)
+    js_ready: mp.Queue = ctx.Queue()
+    host = ctx.Process(target=_jetstream_host, args=(args.events, f"{audio_base}/audio/", js_ready, stop), daemon=True)
+    host.start()
+    url, last_us, mix = js_ready.get(timeout=300)
+    print(f"replaying {args.events} events {mix} from {url}")
+
+    async def run() -> dict[str, float]:
+        with tempfile.TemporaryDirectory() as tmp:
+            ours, _ = await bench_ours(url, last_us, Path(tmp) / "ours.duckdb", compress=False)
+            peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+            ours_zstd, _ = await bench_ours(url, last_us, Path(tmp) / "ours_zstd.duckdb", compress=True)
+            naive = await bench_naive(url, Path(tmp) / "naive.duckdb", args.naive)
+            ceiling = await bench_ceiling(url, args.events)
+            urls = [f"{audio_base}/audio/{i:06d}.mp3" for i in range(args.checks)]
+            bare = await bench_audio_bare(urls, args.concurrency)
+            checks = await bench_audio_ours(urls, Path(tmp) / "audio.duckdb", args.concurrency)
+        return {
+            "events_per_s": round(ours),
+            "events_per_s_compressed": round(ours_zstd),
+            "naive_events_per_s": round(naive),
+            "ceiling_events_per_s": round(ceiling),
+            "audio_checks_per_s": round(checks),
+            "httpx_head_per_s": round(bare),
+            "peak_rss_mb": round(peak_rss_mb, 1),
+        }
+
+    try:
+        figures = asyncio.run(run())
+    finally:
+        stop.set()
+        host.join(timeout=10)
+        audio.join(timeout=10)
+    print(
+        f"ours {figures['events_per_s']:,} ev/s ({figures['events_per_s_compressed']:,} with zstd) | "
+        f"naive {figures['naive_events_per_s']:,} ev/s ({figures['events_per_s'] / figures['naive_events_per_s']:.0f}x) | "
+        f"ceiling {figures['ceiling_events_per_s']:,} ev/s ({figures['events_per_s'] / figures['ceiling_events_per_s']:.0%}) | "
+        f"audio {figures['audio_checks_per_s']:,}/s vs bare httpx {figures['httpx_head_per_s']:,}/s "
+        f"({figures['audio_checks_per_s'] / figures['httpx_head_per_s']:.2f}x) | peak RSS {figures['peak_rss_mb']} MB"
+    )
+    print(orjson.dumps(figures).decode())
+
+
+if __name__ == "__main__":
+    main()
