@@ -45,6 +45,7 @@ def create_app(settings: Settings, store: Store, *, indexer_status: IndexerStatu
     store.reader().execute("SET threads = 1")
     pool = ThreadPoolExecutor(READ_THREADS, thread_name_prefix="api-read")
     api = methods.Api(store, codec, pool)
+    api.searcher.build()
     table = methods.table()
 
     async def xrpc(request: Request) -> Response:

@@ -7,7 +7,7 @@ thread pool, one DuckDB cursor per thread, never on the event loop.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import Any, TypeVar
@@ -17,6 +17,7 @@ import orjson
 from appview_api import queries, search
 from appview_api.cache import ResponseCache
 from appview_api.pagination import CursorCodec
+from appview_api.searcher import Searcher
 from appview_api.views import TrackRow, track_view
 from appview_api.xrpc import Method, invalid, method
 from indexer.events import TRACK_COLLECTION
@@ -30,7 +31,7 @@ TRACK = "app.relay.track.getTrack"
 SEARCH = "app.relay.feed.searchTracks"
 
 _FEED_KEY = (int, str, str)
-_SEARCH_KEY = (int, int, str, str)
+_SEARCH_KEY = (int, int, str, str)  # a search.Hit
 
 
 class Api:
@@ -41,6 +42,7 @@ class Api:
         self.codec = codec
         self.pool = pool
         self.cache = ResponseCache(lambda: store.generation)
+        self.searcher = Searcher(store)
 
     async def db(self, query: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self.pool, partial(self._call, query, *args))
@@ -94,12 +96,12 @@ async def feed_search_tracks(api: Api, m: Method, p: dict[str, Any]) -> bytes:
 
     async def compute() -> bytes:
         after = _decode(api, scope, p.get("cursor"), _SEARCH_KEY)
-        (scored, total), names = await api.db(_search, terms, p["limit"] + 1, after)
-        rows = [row for _, row in scored]
-        scores = {(row.did, row.rkey): score for score, row in scored}
-        body = _page_dict(api, scope, (rows, names), p["limit"], lambda r: (scores[r.did, r.rkey], *_feed_key(r)))
-        if after is None:
-            body["hitsTotal"] = total
+        hits, visible, names, exact = await api.db(api.searcher.page, terms, after, p["limit"] + 1)
+        rows = [visible[hit.did, hit.rkey] for hit in hits]
+        by_key = {(hit.did, hit.rkey): hit for hit in hits}
+        body = _page_dict(api, scope, (rows, names), p["limit"], lambda row: tuple(by_key[row.did, row.rkey]))
+        if exact is not None and after is None:
+            body["hitsTotal"] = exact
         return orjson.dumps(body)
 
     return await api.cache.get((m.nsid, terms, p["limit"], p.get("cursor")), compute)
@@ -144,13 +146,6 @@ def _one_track(con: queries.Con, repo: str, rkey: str) -> Page | None:
     did, handle = found
     row = queries.track(con, did, rkey)
     return ([row] if row else []), {did: handle}
-
-
-def _search(
-    con: queries.Con, terms: Sequence[str], limit: int, after: queries.SearchKey | None
-) -> tuple[tuple[list[tuple[int, TrackRow]], int], dict[str, str | None]]:
-    scored, total = queries.search_page(con, terms, limit, after)
-    return (scored, total), queries.handles(con, [row.did for _, row in scored])
 
 
 def _feed_key(row: TrackRow) -> tuple[int, str, str]:

@@ -9,15 +9,15 @@ against ~2 ms).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import duckdb
 
+from appview_api.search import IndexRow
 from appview_api.views import COLUMNS, TrackRow
 
 Con = duckdb.DuckDBPyConnection
 FeedKey = tuple[int, str, str]  # sort_us, did, rkey
-SearchKey = tuple[int, int, str, str]  # score, sort_us, did, rkey
 
 VISIBLE = "audio_state = 'verified' AND NOT deleted AND NOT hidden"
 _ORDER = "sort_us DESC, did DESC, rkey DESC"
@@ -40,12 +40,7 @@ def actor_page(con: Con, did: str, limit: int, after: FeedKey | None) -> list[Tr
 
 
 def track(con: Con, did: str, rkey: str) -> TrackRow | None:
-    sql = (
-        f"WITH mine AS MATERIALIZED (SELECT * FROM tracks WHERE did = $did) "
-        f"SELECT {COLUMNS} FROM mine WHERE rkey = $rkey AND {VISIBLE}"
-    )
-    rows = _rows(con.execute(sql, {"did": did, "rkey": rkey}).fetchall())
-    return rows[0] if rows else None
+    return visible_tracks(con, [(did, rkey)]).get((did, rkey))
 
 
 def account(con: Con, actor: str) -> tuple[str, str | None] | None:
@@ -69,39 +64,28 @@ def handles(con: Con, dids: Sequence[str]) -> dict[str, str | None]:
     return dict(rows.fetchall())
 
 
-def search_page(
-    con: Con, terms: Sequence[str], limit: int, after: SearchKey | None
-) -> tuple[list[tuple[int, TrackRow]], int]:
-    """Rows matching every term (substring of title, artist or album), best first; and the total match count.
-
-    The score ranks a term found in the title above one in the artist above one in the album, and a title
-    equal to (or starting with) the whole query above all: integers, so the score can be part of the key.
-    """
-    params: dict[str, object] = {"n": limit, "phrase": " ".join(terms)}
-    matches, scores = [], []
-    for i, term in enumerate(terms):
-        params[f"p{i}"] = "%" + _escape_like(term) + "%"
-        like = [f"{column} ILIKE $p{i} ESCAPE '\\'" for column in ("title", "artist", "album")]
-        matches.append("(" + " OR ".join(like) + ")")
-        scores.append(
-            f"(CASE WHEN {like[0]} THEN 4 ELSE 0 END + CASE WHEN {like[1]} THEN 2 ELSE 0 END "
-            f"+ CASE WHEN coalesce({like[2]}, false) THEN 1 ELSE 0 END)"
-        )
-    phrase = "CASE WHEN lower(title) = $phrase THEN 8 WHEN starts_with(lower(title), $phrase) THEN 4 ELSE 0 END"
-    where = ""
-    if after is not None:
-        where = "WHERE score <= $sc AND (score < $sc OR sort_us < $s OR (sort_us = $s AND (did < $d OR "
-        where += "(did = $d AND rkey < $r))))"
-        params.update(sc=after[0], s=after[1], d=after[2], r=after[3])
+def visible_tracks(con: Con, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], TrackRow]:
+    """The visible ones among these (did, rkey) keys, fetched through the rkey index."""
+    if not keys:
+        return {}
+    wanted = set(keys)
+    marks = ", ".join("?" * len(wanted))
     sql = (
-        f"SELECT {COLUMNS}, score, total FROM ("
-        f" SELECT {COLUMNS}, {' + '.join(scores)} + {phrase} AS score, count(*) OVER () AS total"
-        f" FROM tracks WHERE {VISIBLE} AND {' AND '.join(matches)}"
-        f") {where} ORDER BY score DESC, {_ORDER} LIMIT $n"
+        f"WITH c AS MATERIALIZED (SELECT * FROM tracks WHERE rkey IN ({marks})) SELECT {COLUMNS} FROM c WHERE {VISIBLE}"
     )
-    rows = con.execute(sql, params).fetchall()
-    total = rows[0][-1] if rows else 0
-    return [(row[-2], TrackRow(*row[:-2])) for row in rows], total
+    rows = _rows(con.execute(sql, [rkey for _, rkey in wanted]).fetchall())
+    return {(row.did, row.rkey): row for row in rows if (row.did, row.rkey) in wanted}
+
+
+def index_rows(con: Con, changed_since: int | None, batch: int = 50_000) -> Iterator[IndexRow]:
+    """Rows for the search index: all live tracks, or every row (tombstones too) changed since a time."""
+    columns = "did, rkey, deleted, title, artist, album, sort_us, coalesce(changed_us, 0)"
+    if changed_since is None:
+        result = con.execute(f"SELECT {columns} FROM tracks WHERE NOT deleted")
+    else:
+        result = con.execute(f"SELECT {columns} FROM tracks WHERE changed_us >= ?", [changed_since])
+    while chunk := result.fetchmany(batch):
+        yield from (IndexRow(*row) for row in chunk)
 
 
 def _after(after: FeedKey | None) -> tuple[str, dict[str, object]]:
@@ -112,7 +96,3 @@ def _after(after: FeedKey | None) -> tuple[str, dict[str, object]]:
 
 def _rows(rows: list[tuple]) -> list[TrackRow]:
     return [TrackRow(*row) for row in rows]
-
-
-def _escape_like(term: str) -> str:
-    return term.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")

@@ -220,19 +220,41 @@ def test_search_requires_every_term(api: Api) -> None:
     assert uris(api.xrpc(SEARCH, q="  river   BLUE ")) == [both]
 
 
-def test_search_ranks_whole_title_matches_first(api: Api) -> None:
-    older_exact = api.catalog.publish(ALICE, "Golden", "X", created_at=at(1))
-    newer_partial = api.catalog.publish(ALICE, "Golden hour", "X", created_at=at(2))
-    newest_in_title = api.catalog.publish(ALICE, "The golden", "X", created_at=at(3))
-    assert uris(api.xrpc(SEARCH, q="golden")) == [older_exact, newer_partial, newest_in_title]
+def test_search_ranks_by_where_the_term_is_found_then_newest(api: Api) -> None:
+    older_first_word = api.catalog.publish(ALICE, "Golden", "X", created_at=at(1))
+    newer_first_word = api.catalog.publish(ALICE, "Golden hour", "X", created_at=at(2))
+    later_in_title = api.catalog.publish(ALICE, "The golden", "X", created_at=at(3))
+    by_artist = api.catalog.publish(ALICE, "Song", "Golden band", created_at=at(4))
+    expected = [newer_first_word, older_first_word, later_in_title, by_artist]
+    assert uris(api.xrpc(SEARCH, q="golden")) == expected
 
 
-def test_search_wildcards_are_literal(api: Api) -> None:
-    literal = api.catalog.publish(ALICE, "100% pure_fun", created_at=at(1))
-    api.catalog.publish(ALICE, "100 percent purely fun", created_at=at(2))
-    assert uris(api.xrpc(SEARCH, q="100%")) == [literal]
-    assert uris(api.xrpc(SEARCH, q="e_f")) == [literal]
-    assert uris(api.xrpc(SEARCH, q="%")) == [literal]
+def test_search_terms_match_word_prefixes(api: Api) -> None:
+    goldie = api.catalog.publish(ALICE, "Goldie", "X", created_at=at(1))
+    api.catalog.publish(ALICE, "Marigold", "X", created_at=at(2))  # "gol" inside a word: no match
+    assert uris(api.xrpc(SEARCH, q="GOL")) == [goldie]
+    assert uris(api.xrpc(SEARCH, q="go")) == []  # under three characters: whole words only
+    go = api.catalog.publish(ALICE, "Go west", "X", created_at=at(3))
+    assert uris(api.xrpc(SEARCH, q="go")) == [go]
+
+
+def test_search_punctuation_separates_words(api: Api) -> None:
+    literal = api.catalog.publish(ALICE, "100% pure-fun", created_at=at(1))
+    other = api.catalog.publish(ALICE, "100 percent purely funny", created_at=at(2))
+    assert uris(api.xrpc(SEARCH, q="100% fun")) == [other, literal]
+    api.catalog.publish(ALICE, "pure gold", created_at=at(3))
+    assert uris(api.xrpc(SEARCH, q="pure-fun")) == [other, literal]
+
+
+def test_search_follows_updates_and_deletes(api: Api) -> None:
+    uri = api.catalog.publish(ALICE, "First name", created_at=at(1))
+    assert uris(api.xrpc(SEARCH, q="first")) == [uri]
+    rkey = uri.rsplit("/", 1)[1]
+    api.catalog.publish(ALICE, "Second name", created_at=at(1), rkey=rkey)
+    assert uris(api.xrpc(SEARCH, q="first")) == []
+    assert uris(api.xrpc(SEARCH, q="second")) == [uri]
+    api.catalog.delete(uri)
+    assert uris(api.xrpc(SEARCH, q="second")) == []
 
 
 def test_search_pages_with_cursor_and_counts_on_first_page(api: Api) -> None:
@@ -252,6 +274,7 @@ def test_search_pages_with_cursor_and_counts_on_first_page(api: Api) -> None:
     [
         ("", "is shorter (0) than minLength 1"),
         ("   ", "q has no search terms"),
+        ("%!? -", "q has no search terms"),
         ("x" * 257, "is longer (257) than maxLength 256"),
         ("é" * 129, "is longer (258) than maxLength 256"),
         (" ".join("abcdefghi"), "q has 9 terms; at most 8 are allowed"),
@@ -316,11 +339,11 @@ def test_bad_actor_params(api: Api, params: dict[str, str], message: str) -> Non
 
 def test_limit_bounds_and_defaults(api: Api) -> None:
     for i in range(55):
-        api.catalog.publish(ALICE, f"t{i}", created_at=f"2025-01-01T00:{i // 60:02d}:{i % 60:02d}.000Z")
+        api.catalog.publish(ALICE, f"track {i}", created_at=f"2025-01-01T00:{i // 60:02d}:{i % 60:02d}.000Z")
     assert len(uris(api.xrpc(FEED))) == 50
     assert len(uris(api.xrpc(FEED, limit=1))) == 1
     assert len(uris(api.xrpc(FEED, limit=100))) == 55
-    assert len(uris(api.xrpc(SEARCH, q="t"))) == 25
+    assert len(uris(api.xrpc(SEARCH, q="track"))) == 25
 
 
 def test_unknown_method_is_not_implemented(api: Api) -> None:
