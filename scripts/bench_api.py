@@ -42,7 +42,7 @@ SYLLABLES = ["ka", "lo", "mi", "ne", "ru", "so", "ta", "vi", "ze", "po", "da", "
 _FILL_TRACKS = """
 INSERT INTO tracks SELECT
     'did:plc:' || substr(md5((i % $accounts)::VARCHAR), 1, 24),
-    '3' || lpad(printf('%x', i), 12, '2'), '3l', 'bafyrei' || substr(md5(i::VARCHAR || 'c'), 1, 40),
+    '3' || lpad(printf('%x', i), 12, '0'), '3l', 'bafyrei' || substr(md5(i::VARCHAR || 'c'), 1, 40),
     i % 97 = 0, i % 89 = 0,
     $v[(1 + hash(i, 1) % $n)::BIGINT] || ' ' || $v[(1 + hash(i, 2) % $n)::BIGINT] || ' '
         || $v[(1 + hash(i, 3) % $n)::BIGINT],
@@ -173,7 +173,7 @@ def workloads(base: str, vocab: list[str], tracks: int, accounts: int) -> dict[s
     uris = []
     for _ in range(5000):
         i = rnd.randrange(tracks)
-        uris.append(f"at://did:plc:{_md5(str(i % accounts))[:24]}/app.relay.track/3{format(i, 'x').rjust(12, '2')}")
+        uris.append(f"at://did:plc:{_md5(str(i % accounts))[:24]}/app.relay.track/3{format(i, 'x').rjust(12, '0')}")
     queries = []
     for _ in range(5000):
         words = rnd.sample(vocab, rnd.choice((1, 1, 2)))
