@@ -135,3 +135,10 @@ def test_fuzzed_raw_query_bytes_never_fail_the_server(fuzz_api: Api, raw: bytes)
     response = fuzz_api.client.get(f"/xrpc/app.relay.feed.searchTracks?{query}")
     assert response.status_code in (200, 400), response.text
     assert response.headers["content-type"] == "application/json"
+
+
+def test_search_paging_through_ties_on_score_and_time(api: Api) -> None:
+    same = [api.catalog.publish(ALICE if i % 2 else BOB, "twin", created_at=at(3)) for i in range(7)]
+    seen = [t["uri"] for t in walk(api, "app.relay.feed.searchTracks", iter(()), q="twin", limit=2)]
+    assert sorted(seen) == sorted(same)
+    assert len(seen) == len(set(seen))
