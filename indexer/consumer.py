@@ -190,26 +190,39 @@ class Consumer:
         await ws.close()
 
     async def _ship(self, source: str) -> None:
-        """Wait for the batch in flight, then send what is pending as the next one."""
+        """Hand what is pending to `emit` now, and start it once the batch in flight has succeeded.
+
+        Calling `emit` before awaiting the previous batch lets its synchronous part (planning) overlap
+        that batch's commit, while commits still happen one at a time and in order.
+        """
         async with self._ship_lock:
+            events, started = self._pending, None
+            if events:
+                self._pending = []
+                try:
+                    started = self._emit(events, source)
+                except Exception as exc:
+                    log.exception("batch could not be prepared events=%d", len(events))
+                    raise EmitFailed(str(exc)) from exc
             if self._inflight is not None:
                 inflight, self._inflight = self._inflight, None
                 try:
                     await inflight
                 except EmitFailed:
                     self._pending.clear()
+                    if asyncio.iscoroutine(started):
+                        started.close()
                     raise
-            if self._pending:
-                events, self._pending = self._pending, []
-                self._inflight = asyncio.create_task(self._send(events, source))
+            if started is not None:
+                self._inflight = asyncio.create_task(self._send(events, started))
 
     async def _drain(self, source: str) -> None:
         await self._ship(source)
         await self._ship(source)
 
-    async def _send(self, events: list[Event], source: str) -> None:
+    async def _send(self, events: list[Event], started: Awaitable[object]) -> None:
         try:
-            await self._emit(events, source)
+            await started
         except Exception as exc:
             log.exception("batch failed; reconnecting from cursor=%s events=%d", self.cursor, len(events))
             raise EmitFailed(str(exc)) from exc

@@ -9,11 +9,13 @@ import contextlib
 import logging
 import time
 from collections import Counter
+from collections.abc import Awaitable
 
 import httpx
 
 from indexer import metrics
 from indexer.audio_check import AudioChecker, AudioResult
+from indexer.changes import Batch, Planner
 from indexer.config import Settings
 from indexer.consumer import Consumer
 from indexer.events import Event
@@ -42,7 +44,9 @@ class Indexer:
         self.store = store
         if replay_from is not None:
             store.rewind(replay_from, "replay")
-        self.writer = Writer(store, settings.future_skew_seconds)
+        self.writer = Writer(store)
+        self._max_future_us = int(settings.future_skew_seconds * 1_000_000)
+        self.planner = Planner(store.known_dids(), self._max_future_us)
         self._checker = checker
         self._identity = identity
         stored = store.cursor()
@@ -91,17 +95,26 @@ class Indexer:
         )
         return IdentityResolver(self.settings.plc_url, plc, web)
 
-    async def _emit(self, events: list[Event], source: str) -> None:
+    def _emit(self, events: list[Event], source: str) -> Awaitable[None]:
+        """Plan now, on the event loop (overlapping the previous commit); commit when awaited."""
         kinds = Counter(type(event).__name__.lower() for event in events)
         for kind, n in kinds.items():
             metrics.EVENTS_RECEIVED.labels(kind=kind).inc(n)
-        applied = await self.writer.apply(events, source)
-        if applied.pending_urls and self.audio is not None:
-            self.audio.submit(applied.pending_urls)
-        if applied.identities and self.handles is not None:
-            self.handles.submit(applied.identities)
-        if applied.cursor is not None:
-            metrics.INDEXER_LAG.set(max(time.time() - applied.cursor / 1_000_000, 0.0))
+        return self._commit(self.planner.plan(events), source)
+
+    async def _commit(self, batch: Batch, source: str) -> None:
+        try:
+            pending = await self.writer.apply(batch, source)
+        except Exception:
+            # Rolled back: forget the accounts the planner learned from batches that were not stored.
+            self.planner = Planner(self.store.known_dids(), self._max_future_us)
+            raise
+        if pending and self.audio is not None:
+            self.audio.submit(pending)
+        if batch.identities and self.handles is not None:
+            self.handles.submit(batch.identities)
+        if batch.cursor is not None:
+            metrics.INDEXER_LAG.set(max(time.time() - batch.cursor / 1_000_000, 0.0))
 
     async def _record_handles(self, results: list[tuple[str, str | None] | None]) -> None:
         handles = dict(result for result in results if result is not None)

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from indexer import metrics, tid
+from indexer.changes import Planner
 from indexer.config import Settings
 from indexer.consumer import Consumer
 from indexer.events import Event
@@ -54,6 +55,7 @@ class Harness:
     def __init__(self, path: Path, config: Settings, fail_batches: int = 0) -> None:
         self.store = Store(path)
         self.writer = Writer(self.store)
+        self.planner = Planner(self.store.known_dids())
         self.fail_batches = fail_batches
         self.batches: list[list[Event]] = []
         stored = self.store.cursor()
@@ -66,7 +68,7 @@ class Harness:
             self.fail_batches -= 1
             raise RuntimeError("disk full")
         self.batches.append(events)
-        await self.writer.apply(events, source)
+        await self.writer.apply(self.planner.plan(events), source)
 
     def count(self, sql: str = "SELECT count(*) FROM tracks") -> int:
         return self.store.reader().execute(sql).fetchone()[0]
