@@ -31,7 +31,7 @@ class Settings:
     jetstream_compress: bool = True
     plc_url: str = "https://plc.directory"
     # Indexer batching: a batch closes at `batch_size` events or after `batch_seconds`.
-    batch_size: int = 2000
+    batch_size: int = 10000
     batch_seconds: float = 0.25
     # Reconnect: rewind on reconnect / further on host switch; backoff bounds; stall and quiet limits.
     rewind_seconds: float = 5.0

@@ -1,8 +1,9 @@
+import dataclasses
 from pathlib import Path
 
 import pytest
 
-from indexer.config import PUBLIC_JETSTREAM_URLS, Settings
+from indexer.config import _ENV_NAMES, PUBLIC_JETSTREAM_URLS, Settings
 from indexer.errors import ConfigError
 
 
@@ -55,3 +56,12 @@ def test_bad_settings_name_the_variable(env: dict[str, str], message: str) -> No
     with pytest.raises(ConfigError) as caught:
         Settings.from_env(env, env_file="/nonexistent")
     assert caught.value.reason == message
+
+
+def test_env_example_names_every_setting_with_its_default() -> None:
+    example = Path(__file__).resolve().parent.parent / ".env.example"
+    lines = [line.lstrip("# ") for line in example.read_text().splitlines()]
+    named = {line.split("=", 1)[0] for line in lines if "=" in line and line[:1].isupper()}
+    settings = {_ENV_NAMES.get(f.name, "RELAY_" + f.name.upper()) for f in dataclasses.fields(Settings)}
+    assert settings - named == set()
+    assert Settings.from_env({}, env_file=example) == Settings()

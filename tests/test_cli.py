@@ -1,0 +1,117 @@
+"""The operator's commands, run as the real `relay-appview` entry point."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import orjson
+import pytest
+
+from indexer.changes import Planner
+from indexer.cli import _parser
+from indexer.events import parse
+from indexer.store import Store
+from tests.servers.events import commit, track_record
+
+ROOT = Path(__file__).resolve().parent.parent
+CLI = str(Path(sys.executable).with_name("relay-appview"))
+DID = "did:plc:aaaaaaaaaaaaaaaaaaaaaaaa"
+
+
+def run(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RELAY_", "R2_"))}
+    env["RELAY_JETSTREAM_URLS"] = "ws://127.0.0.1:9/subscribe"  # never the public hosts
+    return subprocess.run([CLI, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=60)
+
+
+def commands() -> list[str]:
+    subparsers = next(a for a in _parser()._actions if a.dest == "command")
+    return sorted(subparsers.choices)
+
+
+def test_every_command_is_documented_with_an_example() -> None:
+    readme = (ROOT / "README.md").read_text()
+    subparsers = next(a for a in _parser()._actions if a.dest == "command")
+    for name, sub in subparsers.choices.items():
+        assert re.search(rf"relay-appview {name}\b", readme), f"README does not show `relay-appview {name}`"
+        assert sub.epilog and sub.epilog.startswith("example: relay-appview"), name
+
+
+def test_status_reports_cursor_states_and_rejections(tmp_path: Path) -> None:
+    store = Store(tmp_path / "relay.duckdb")
+    good = track_record("Song", "Artist", "https://audio.example/a.mp3", created_at="2026-01-01T00:00:00Z")
+    bad = {**good, "fileType": "aac"}
+    events = [
+        commit(DID, "3mmoojp7etg2g", "3mmoojp7vgo2a", "create", good, time_us=1779719009000000),
+        commit(DID, "3mmoojp7etg2h", "3mmoojp7vgo2b", "create", bad, time_us=1779719009000001),
+    ]
+    store.apply(Planner().plan([parse(orjson.dumps(e)) for e in events]), "ws://127.0.0.1:9/subscribe")
+    store.close()
+
+    text = run("status", "--db", "relay.duckdb", cwd=tmp_path)
+    assert text.returncode == 0, text.stderr
+    assert "cursor:   1779719009000001 (2026-05-25T14:23:29.000Z" in text.stdout
+    assert "tracks:   pending 1" in text.stdout
+    assert f"at://{DID}/app.relay.track/3mmoojp7etg2h" in text.stdout and "fileType" in text.stdout
+
+    report = orjson.loads(run("status", "--json", "--db", "relay.duckdb", cwd=tmp_path).stdout)
+    assert report["tracks"] == {"pending": 1}
+    assert report["rejections_total"] == 1
+    assert report["cursor"]["source"] == "ws://127.0.0.1:9/subscribe"
+
+
+def test_status_of_an_empty_database(tmp_path: Path) -> None:
+    result = run("status", "--db", "fresh.duckdb", cwd=tmp_path)
+    assert result.returncode == 0
+    assert "cursor:   none (nothing indexed yet)" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["replay", "--cursor", "yesterday"], "relay-appview: 'yesterday' is not microseconds, an ISO 8601 time or a relative time like -2h"),
+        (["replay", "--cursor", "2026-01-01T00:00:00"], "relay-appview: '2026-01-01T00:00:00' has no timezone; add Z or an offset"),
+        (["index", "--jetstream", "https://not-a-websocket/subscribe"], "relay-appview: RELAY_JETSTREAM_URLS: 'https://not-a-websocket/subscribe' is not a ws:// or wss:// URL"),
+    ],
+)
+def test_bad_arguments_give_one_clean_line(tmp_path: Path, args: list[str], message: str) -> None:
+    result = run(*args, "--db", "x.duckdb", cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.strip() == message
+    assert not (tmp_path / "x.duckdb").exists()  # nothing was opened for a command that could not start
+
+
+def test_bad_environment_is_named(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RELAY_", "R2_"))} | {"RELAY_PORT": "eighty"}
+    result = subprocess.run([CLI, "status"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert result.stderr.strip() == "relay-appview: RELAY_PORT='eighty': invalid literal for int() with base 10: 'eighty'"
+
+
+def test_a_database_held_by_a_running_process_is_a_clean_error(tmp_path: Path) -> None:
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import duckdb, sys; c = duckdb.connect(sys.argv[1]); sys.stdin.read()", str(tmp_path / "held.duckdb")],
+        stdin=subprocess.PIPE,
+    )
+    try:
+        import time
+
+        deadline = time.monotonic() + 20
+        while not (tmp_path / "held.duckdb").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        result = run("status", "--db", "held.duckdb", cwd=tmp_path)
+    finally:
+        holder.communicate(b"", timeout=20)
+    assert result.returncode == 2
+    assert result.stderr.startswith("relay-appview: cannot open the database: ")
+    assert "lock" in result.stderr.lower()
+
+
+def test_no_command_prints_help(tmp_path: Path) -> None:
+    result = run(cwd=tmp_path)
+    assert result.returncode == 2
+    assert all(name in result.stdout for name in commands())
