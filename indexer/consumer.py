@@ -32,8 +32,6 @@ log = logging.getLogger(__name__)
 
 Emit = Callable[[list[Event], str], Awaitable[object]]
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
-# Frames buffered before reading pauses: at the default (16) a replay flipped reading off and on constantly.
-MAX_QUEUE = 4096
 
 
 class Consumer:
@@ -110,7 +108,6 @@ class Consumer:
                 ping_interval=None,  # the watchdog pings, so that a pong counts as a sign of life
                 close_timeout=min(1.0, stall / 2),  # a stop mid-replay must not wait behind the backlog
                 max_size=MAX_MESSAGE_BYTES,
-                max_queue=MAX_QUEUE,
                 compression=None,
             ) as ws:
                 log.info("jetstream connected url=%s", url)
