@@ -23,8 +23,11 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from appview_api import methods
+from appview_api.audio_routes import audio_route
+from appview_api.local_index import PublishSink
 from appview_api.middleware import MetricsMiddleware
 from appview_api.pagination import CursorCodec, cursor_secret
+from appview_api.publish_routes import Publishing
 from appview_api.xrpc import XrpcError, json_response
 from indexer import __version__
 from indexer.config import Settings
@@ -37,8 +40,17 @@ READ_THREADS = 4
 IndexerStatus = Callable[[], Mapping[str, Any]]
 
 
-def create_app(settings: Settings, store: Store, *, indexer_status: IndexerStatus | None = None) -> Starlette:
-    """Build the app; reads the cursor secret (and stores a new one if none exists yet)."""
+def create_app(
+    settings: Settings,
+    store: Store,
+    *,
+    indexer_status: IndexerStatus | None = None,
+    publish_sink: PublishSink | None = None,
+) -> Starlette:
+    """Build the app; reads the cursor secret (and stores a new one if none exists yet).
+
+    `publish_sink` indexes what this app publishes (the indexer's, when one runs in the process); without
+    one, publishing writes to the store through a writer of its own."""
     codec = CursorCodec(cursor_secret(settings.cursor_secret, store))
     # One DuckDB thread per query: API queries are small and many run at once from the pool, where
     # intra-query parallelism costs more in coordination than it saves (newest page ~9 ms vs ~27 ms).
@@ -47,6 +59,7 @@ def create_app(settings: Settings, store: Store, *, indexer_status: IndexerStatu
     api = methods.Api(store, codec, pool)
     api.searcher.build()
     table = methods.table()
+    publishing = Publishing(settings, store, publish_sink)
 
     async def xrpc(request: Request) -> Response:
         nsid = request.path_params["nsid"]
@@ -96,18 +109,21 @@ def create_app(settings: Settings, store: Store, *, indexer_status: IndexerStatu
         try:
             yield
         finally:
+            await publishing.aclose()
             pool.shutdown(wait=True, cancel_futures=True)
 
     return Starlette(
         routes=[
+            *publishing.routes(),
+            audio_route(publishing.storage),
             Route("/xrpc/_health", health),
             Route("/xrpc/{nsid}", xrpc),
             Route("/.well-known/did.json", did_document),
             Route("/metrics", metrics),
         ],
         middleware=[
-            Middleware(MetricsMiddleware, nsids=list(table)),
-            Middleware(CORSMiddleware, allow_origins=["*"], allow_methods=["GET", "HEAD"], allow_headers=["*"]),
+            Middleware(MetricsMiddleware, nsids=[*table, *Publishing.NSIDS]),
+            Middleware(CORSMiddleware, allow_origins=["*"], allow_methods=["GET", "HEAD", "POST"], allow_headers=["*"]),
         ],
         lifespan=lifespan,
     )

@@ -18,6 +18,7 @@ from typing import Protocol
 import uvicorn
 
 from appview_api.app import create_app
+from appview_api.local_index import PublishSink
 from indexer.config import Settings
 from indexer.store import Store
 
@@ -36,8 +37,10 @@ class _Server(uvicorn.Server):
         yield  # serve() installs its own handlers
 
 
-async def serve(settings: Settings, store: Store, *, indexer: Indexer | None = None) -> None:
-    app = create_app(settings, store)
+async def serve(
+    settings: Settings, store: Store, *, indexer: Indexer | None = None, publish_sink: PublishSink | None = None
+) -> None:
+    app = create_app(settings, store, publish_sink=publish_sink)
     config = uvicorn.Config(
         app,
         host=settings.host,

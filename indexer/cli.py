@@ -86,7 +86,8 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     store = Store(settings.db_path, recheck_seconds=settings.audio_recheck_seconds)
     try:
         indexer = None if args.no_index else Indexer(settings, store)
-        asyncio.run(serve(settings, store, indexer=indexer))
+        sink = None if indexer is None else indexer.ingest_local
+        asyncio.run(serve(settings, store, indexer=indexer, publish_sink=sink))
     finally:
         store.close()
     return 0

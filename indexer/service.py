@@ -18,7 +18,7 @@ from indexer.audio_check import AudioChecker, AudioResult
 from indexer.changes import Batch, Planner
 from indexer.config import Settings
 from indexer.consumer import Consumer
-from indexer.events import Event
+from indexer.events import Commit, Event
 from indexer.identity import IdentityResolver
 from indexer.netguard import GuardedBackend, GuardedTransport
 from indexer.store import Store
@@ -84,6 +84,18 @@ class Indexer:
                 await asyncio.gather(*workers, return_exceptions=True)
                 self.writer.close()
         log.info("indexer stopped cursor=%s", self.consumer.cursor)
+
+    async def ingest_local(self, commit: Commit, audio: AudioResult | None, handle: str | None) -> None:
+        """Index a record this process just wrote to its author's PDS, as its Jetstream copy will be
+        (same rev: that copy is then a no-op). `audio` is a check to record first; `handle` is the DID
+        document's, for an account seen here for the first time."""
+        if audio is not None:
+            await self.writer.record_audio([audio])
+        batch = self.planner.plan([commit])
+        batch.cursor = None  # not a Jetstream event: the stream's cursor must not move
+        await self._commit(batch, None)
+        if handle is not None and batch.new_accounts:
+            await self.writer.set_handles({did: handle for did in batch.new_accounts})
 
     async def _default_identity(self, stack: contextlib.AsyncExitStack) -> IdentityResolver:
         timeout = httpx.Timeout(self.settings.audio_timeout_seconds)
