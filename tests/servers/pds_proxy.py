@@ -1,0 +1,94 @@
+"""A PLC directory and PDS stand-in that forwards to the real local ones, and can fail on cue.
+
+DID documents fetched through it name the proxy itself as the account's PDS, so a service resolving a DID
+here sends every PDS call through the proxy, where a test can make one XRPC method fail: `"drop"` reads
+the request and closes the connection without a word (a PDS dying mid-request), a number answers that
+HTTP status. Everything else is passed through unchanged. It runs on a stdlib threading HTTP server, which
+(unlike an ASGI server) can drop a connection after reading the request.
+"""
+
+from __future__ import annotations
+
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import TracebackType
+from typing import Any
+
+import httpx
+import orjson
+
+PDS_SERVICE = "AtprotoPersonalDataServer"
+
+
+class PdsProxy:
+    def __init__(self, pds_url: str, plc_url: str) -> None:
+        self.pds_url = pds_url
+        self.plc_url = plc_url
+        self.faults: dict[str, str | int] = {}
+        self.calls: list[str] = []
+        self._client = httpx.Client(timeout=30.0)
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
+        self._server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    def __enter__(self) -> PdsProxy:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: type[BaseException] | BaseException | TracebackType | None) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._client.close()
+
+    def forward(self, method: str, path: str, headers: dict[str, str], body: bytes) -> httpx.Response:
+        if path.startswith("/did:"):
+            response = self._client.get(self.plc_url + path)
+            if response.status_code != 200:
+                return response
+            document = response.json()
+            for service in document.get("service", []):
+                if service.get("type") == PDS_SERVICE:
+                    service["serviceEndpoint"] = self.url
+            return httpx.Response(200, content=orjson.dumps(document), headers={"content-type": "application/json"})
+        return self._client.request(method, self.pds_url + path, headers=headers, content=body)
+
+
+def _handler(proxy: PdsProxy) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_GET(self) -> None:
+            self._handle("GET")
+
+        def do_POST(self) -> None:
+            self._handle("POST")
+
+        def _handle(self, method: str) -> None:
+            body = self.rfile.read(int(self.headers.get("content-length") or 0))
+            nsid = self.path.split("?", 1)[0].removeprefix("/xrpc/")
+            proxy.calls.append(nsid)
+            fault = proxy.faults.get(nsid)
+            if fault == "drop":
+                self.close_connection = True
+                return
+            if isinstance(fault, int):
+                self._send(fault, orjson.dumps({"error": "Injected", "message": "fault injected by the test"}), {})
+                return
+            keep = {k: v for k, v in self.headers.items() if k.lower() in ("authorization", "content-type")}
+            response = proxy.forward(method, self.path, keep, body)
+            self._send(response.status_code, response.content, {"content-type": response.headers.get("content-type")})
+
+        def _send(self, status: int, body: bytes, headers: dict[str, Any]) -> None:
+            self.send_response(status)
+            for name, value in headers.items():
+                if value:
+                    self.send_header(name, value)
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    return Handler
