@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,7 @@ from indexer.store import Store
 from indexer.writer import Writer
 from tests.servers.events import account, commit, golden_events, identity, now_us, track_record
 from tests.servers.jetstream import JetstreamServer
+from tests.waiting import eventually
 
 DIDS = [f"did:plc:{c * 24}" for c in "abcdefgh"]
 
@@ -85,11 +86,6 @@ class Harness:
             self.writer.close()
 
 
-async def eventually(check: Callable[[], bool], timeout: float = 10.0) -> None:
-    """Wait for a condition the system must reach; the timeout is a hang guard, not a measurement."""
-    async with asyncio.timeout(timeout):
-        while not check():
-            await asyncio.sleep(0.01)
 
 
 @pytest.mark.parametrize("compress", [True, False])

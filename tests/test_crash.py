@@ -10,7 +10,6 @@ import asyncio
 import os
 import signal
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +21,7 @@ from indexer.store import Store
 from tests.servers.audio import AudioServer
 from tests.servers.events import synthetic_track_events, track_record
 from tests.servers.jetstream import JetstreamServer
+from tests.waiting import eventually
 
 FIELDS = "did, rkey, rev, cid, deleted, hidden, title, artist, album, audio_url, file_type, duration, created_at"
 N_EVENTS = 40_000
@@ -56,10 +56,6 @@ async def start(args: list[str], db: Path, server: JetstreamServer) -> asyncio.s
     return await asyncio.create_subprocess_exec(sys.executable, "-m", "indexer.cli", *args, env=env)
 
 
-async def eventually(check: Callable[[], bool], timeout: float = 60.0) -> None:
-    async with asyncio.timeout(timeout):  # a hang guard, not a measurement
-        while not check():
-            await asyncio.sleep(0.01)
 
 
 def reference(path: Path, events: list[dict[str, Any]], verified: list[str] = ()) -> list[tuple]:
@@ -87,7 +83,7 @@ async def test_sigkill_mid_batch_then_restart_equals_a_clean_run(tmp_path: Path,
     db = tmp_path / "crash.duckdb"
     async with JetstreamServer(events) as server:
         process = await start(["replay", "--cursor", str(events[0]["time_us"])], db, server)
-        await eventually(lambda: bool(server.connections) and server.connections[0].sent >= N_EVENTS // 2)
+        await eventually(lambda: bool(server.connections) and server.connections[0].sent >= N_EVENTS // 2, 60.0)
         process.send_signal(signal.SIGKILL)
         assert await process.wait() == -signal.SIGKILL
 
@@ -101,7 +97,7 @@ async def test_sigkill_mid_batch_then_restart_equals_a_clean_run(tmp_path: Path,
 
         # Restarted, it resumes from the cursor and ends where an uninterrupted run ends.
         process = await start(["index"], db, server)
-        await eventually(lambda: audio_server.hits["/audio/sentinel.mp3"] >= 1)
+        await eventually(lambda: audio_server.hits["/audio/sentinel.mp3"] >= 1, 60.0)
         await asyncio.sleep(1.0)  # let the last check's result be written (results flush every 0.25 s)
         process.send_signal(signal.SIGTERM)
         assert await process.wait() == 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,7 @@ from tests.fixtures.pds import LocalPds
 from tests.servers.audio import AudioServer
 from tests.servers.events import account, commit, identity, now_us, track_record
 from tests.servers.jetstream import JetstreamServer
+from tests.waiting import eventually
 
 
 def config(server: JetstreamServer, plc_url: str, **overrides: Any) -> Settings:
@@ -64,10 +65,6 @@ def query(indexer: Indexer, sql: str, *params: Any) -> list[tuple]:
     return indexer.store.reader().execute(sql, list(params)).fetchall()
 
 
-async def eventually(check: Callable[[], bool], timeout: float = 15.0) -> None:
-    async with asyncio.timeout(timeout):  # a hang guard, not a measurement
-        while not check():
-            await asyncio.sleep(0.02)
 
 
 async def test_tracks_are_checked_and_only_real_audio_is_verified(
