@@ -3,13 +3,15 @@
 DID documents fetched through it name the proxy itself as the account's PDS, so a service resolving a DID
 here sends every PDS call through the proxy, where a test can make one XRPC method fail: `"drop"` reads
 the request and closes the connection without a word (a PDS dying mid-request), a number answers that
-HTTP status. Everything else is passed through unchanged. It runs on a stdlib threading HTTP server, which
+HTTP status; `before` runs a callable just before a method is forwarded (a concurrent writer, say).
+Everything else is passed through unchanged. It runs on a stdlib threading HTTP server, which
 (unlike an ASGI server) can drop a connection after reading the request.
 """
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any
@@ -25,6 +27,7 @@ class PdsProxy:
         self.pds_url = pds_url
         self.plc_url = plc_url
         self.faults: dict[str, str | int] = {}
+        self.before: dict[str, Callable[[], object]] = {}
         self.calls: list[str] = []
         self._client = httpx.Client(timeout=30.0)
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
@@ -75,6 +78,9 @@ def _handler(proxy: PdsProxy) -> type[BaseHTTPRequestHandler]:
             if isinstance(fault, int):
                 self._send(fault, orjson.dumps({"error": "Injected", "message": "fault injected by the test"}), {})
                 return
+            hook = proxy.before.get(nsid)
+            if hook is not None:
+                hook()
             keep = {k: v for k, v in self.headers.items() if k.lower() in ("authorization", "content-type")}
             response = proxy.forward(method, self.path, keep, body)
             self._send(response.status_code, response.content, {"content-type": response.headers.get("content-type")})
