@@ -53,6 +53,7 @@ class Consumer:
         self._decoder = decoder or FrameDecoder()
         self._rng = rng or random.Random()
         self._host = 0
+        self.connected_to: str | None = None
         self._rewind_first = rewind_first
         self._stopping = asyncio.Event()
         self._pending: list[Event] = []
@@ -111,6 +112,7 @@ class Consumer:
                 compression=None,
             ) as ws:
                 log.info("jetstream connected url=%s", url)
+                self.connected_to = source
                 loop = asyncio.get_running_loop()
                 self._last_message = self._last_ours = self._last_pong = loop.time()
                 watchdog = asyncio.create_task(self._watch(ws, source))
@@ -124,6 +126,7 @@ class Consumer:
             pass
         except EmitFailed:
             self._close_reason = "emit_failed"
+        self.connected_to = None
         if self._close_reason != "emit_failed":
             try:
                 await self._drain(source)

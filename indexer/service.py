@@ -60,6 +60,15 @@ class Indexer:
     def stop(self) -> None:
         self.consumer.stop()
 
+    def status(self) -> dict[str, object]:
+        """For /xrpc/_health: where the indexer reads from and how much work it has in hand."""
+        return {
+            "jetstream": self.consumer.connected_to,
+            "cursor": self.consumer.cursor,
+            "audioChecksOutstanding": self.audio.outstanding if self.audio else 0,
+            "handleLookupsOutstanding": self.handles.outstanding if self.handles else 0,
+        }
+
     async def started(self) -> None:
         await self._started.wait()
 

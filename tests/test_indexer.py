@@ -147,3 +147,17 @@ async def test_pending_checks_survive_a_restart(tmp_path: Path, audio_server: Au
         fast = settings.replace(audio_timeout_seconds=0.2, audio_retries=1)
         async with running(fast, path, None) as indexer:
             await eventually(lambda: query(indexer, "SELECT audio_state FROM tracks") == [("unreachable",)])
+
+
+async def test_status_names_the_host_and_the_work_in_hand(tmp_path: Path, audio_server: AudioServer) -> None:
+    did = "did:plc:eeeeeeeeeeeeeeeeeeeeeeee"
+    slow = create(did, audio_server.url("/slow/30"))
+    async with JetstreamServer([slow]) as server:
+        settings = config(server, "http://127.0.0.1:9", audio_timeout_seconds=30.0)
+        async with running(settings, tmp_path / "db.duckdb", slow["time_us"]) as indexer:
+            await eventually(lambda: audio_server.hits["/slow/30"] == 1)
+            status = indexer.status()
+            assert status["jetstream"] == server.url
+            assert status["cursor"] == slow["time_us"]
+            assert status["audioChecksOutstanding"] == 1
+        assert indexer.status()["jetstream"] is None
