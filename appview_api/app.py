@@ -6,6 +6,7 @@ database that is gone as 503, anything else as a logged 500 that shows the clien
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import time
@@ -52,12 +53,9 @@ def create_app(
     `publish_sink` indexes what this app publishes (the indexer's, when one runs in the process); without
     one, publishing writes to the store through a writer of its own."""
     codec = CursorCodec(cursor_secret(settings.cursor_secret, store))
-    # One DuckDB thread per query: API queries are small and many run at once from the pool, where
-    # intra-query parallelism costs more in coordination than it saves (newest page ~9 ms vs ~27 ms).
-    store.reader().execute("SET threads = 1")
     pool = ThreadPoolExecutor(READ_THREADS, thread_name_prefix="api-read")
     api = methods.Api(store, codec, pool)
-    api.searcher.build()
+    api.sync.load()
     table = methods.table()
     publishing = Publishing(settings, store, publish_sink)
 
@@ -106,9 +104,11 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        following = asyncio.create_task(api.sync.follow(), name="catalog-sync")
         try:
             yield
         finally:
+            following.cancel()
             await publishing.aclose()
             pool.shutdown(wait=True, cancel_futures=True)
 

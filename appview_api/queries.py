@@ -1,98 +1,67 @@
-"""The API's SQL: every read it makes of the index, each on a caller-supplied DuckDB cursor.
+"""The API's SQL: what the catalog reads of the index to load itself and catch up, on a caller's cursor.
 
-Feeds order by (sort_us, did, rkey) descending and page by keyset: the leading `sort_us <= $s` conjunct
-lets DuckDB skip row groups by their min/max, so a deep page costs about what the first one does. Lookups
-by account first pull that account's rows through the `did` index in a MATERIALIZED CTE: with the
-visibility filters in the same scan DuckDB would otherwise choose a full table scan (~50 ms at 1M rows
-against ~2 ms).
+Every write the API must reflect stamps the rows it touches (`tracks.changed_us`; `first_seen_us` and
+`handle_resolved_us` on accounts) with a time that rises from commit to commit, so "what changed since I
+last looked" is a plain `>` on that stamp. The first load reads only visible tracks; catching up reads
+every changed row, since a row that stopped being visible must leave the catalog.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 
 import duckdb
 
-from appview_api.search import IndexRow
-from appview_api.views import COLUMNS, TrackRow
+from appview_api.catalog import AccountRow, TrackRow
 
 Con = duckdb.DuckDBPyConnection
-FeedKey = tuple[int, str, str]  # sort_us, did, rkey
 
 VISIBLE = "audio_state = 'verified' AND NOT deleted AND NOT hidden"
-_ORDER = "sort_us DESC, did DESC, rkey DESC"
-_AFTER = "AND sort_us <= $s AND (sort_us < $s OR did < $d OR (did = $d AND rkey < $r))"
+_TRACK_COLUMNS = (
+    f"did, rkey, {VISIBLE}, cid, title, artist, album, audio_url, file_type, duration, created_at, indexed_us, "
+    "sort_us, coalesce(changed_us, 0)"
+)
+_ACCOUNT_STAMP = "greatest(first_seen_us, coalesce(handle_resolved_us, 0))"
 
 
-def feed_page(con: Con, limit: int, after: FeedKey | None) -> list[TrackRow]:
-    where, params = _after(after)
-    sql = f"SELECT {COLUMNS} FROM tracks WHERE {VISIBLE} {where} ORDER BY {_ORDER} LIMIT $n"
-    return _rows(con.execute(sql, {**params, "n": limit}).fetchall())
-
-
-def actor_page(con: Con, did: str, limit: int, after: FeedKey | None) -> list[TrackRow]:
-    where, params = _after(after)
-    sql = (
-        f"WITH mine AS MATERIALIZED (SELECT * FROM tracks WHERE did = $did) "
-        f"SELECT {COLUMNS} FROM mine WHERE {VISIBLE} {where} ORDER BY {_ORDER} LIMIT $n"
-    )
-    return _rows(con.execute(sql, {**params, "did": did, "n": limit}).fetchall())
-
-
-def track(con: Con, did: str, rkey: str) -> TrackRow | None:
-    return visible_tracks(con, [(did, rkey)]).get((did, rkey))
-
-
-def account(con: Con, actor: str) -> tuple[str, str | None] | None:
-    """(DID, handle) of an indexed account named by DID or by handle (handles compare case-insensitively).
-
-    Two accounts can briefly claim one handle (a stale one not yet re-resolved): the latest resolution
-    wins. The choice is made here rather than by ORDER BY, which would stop DuckDB using the index.
-    """
-    if actor.startswith("did:"):
-        rows = con.execute("SELECT did, handle, handle_resolved_us FROM accounts WHERE did = ?", [actor])
+def track_rows(con: Con, since: int | None, batch: int = 20_000) -> Iterator[list[TrackRow]]:
+    """Visible tracks (since None), or every track row stamped after `since`, in batches."""
+    if since is None:
+        result = con.execute(f"SELECT {_TRACK_COLUMNS} FROM tracks WHERE {VISIBLE}")
     else:
-        rows = con.execute("SELECT did, handle, handle_resolved_us FROM accounts WHERE handle = ?", [actor.lower()])
-    found = max(rows.fetchall(), key=lambda row: row[2] or 0, default=None)
-    return None if found is None else (found[0], found[1])
-
-
-def handles(con: Con, dids: Sequence[str]) -> dict[str, str | None]:
-    if not dids:
-        return {}
-    rows = con.execute("SELECT did, handle FROM accounts WHERE did = ANY($dids)", {"dids": list(set(dids))})
-    return dict(rows.fetchall())
-
-
-def visible_tracks(con: Con, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], TrackRow]:
-    """The visible ones among these (did, rkey) keys, fetched through the rkey index."""
-    if not keys:
-        return {}
-    wanted = set(keys)
-    marks = ", ".join("?" * len(wanted))
-    sql = (
-        f"WITH c AS MATERIALIZED (SELECT * FROM tracks WHERE rkey IN ({marks})) SELECT {COLUMNS} FROM c WHERE {VISIBLE}"
-    )
-    rows = _rows(con.execute(sql, [rkey for _, rkey in wanted]).fetchall())
-    return {(row.did, row.rkey): row for row in rows if (row.did, row.rkey) in wanted}
-
-
-def index_rows(con: Con, changed_since: int | None, batch: int = 50_000) -> Iterator[IndexRow]:
-    """Rows for the search index: all live tracks, or every row (tombstones too) changed since a time."""
-    columns = "did, rkey, deleted, title, artist, album, sort_us, coalesce(changed_us, 0)"
-    if changed_since is None:
-        result = con.execute(f"SELECT {columns} FROM tracks WHERE NOT deleted")
-    else:
-        result = con.execute(f"SELECT {columns} FROM tracks WHERE changed_us >= ?", [changed_since])
+        result = con.execute(f"SELECT {_TRACK_COLUMNS} FROM tracks WHERE changed_us > ?", [since])
     while chunk := result.fetchmany(batch):
-        yield from (IndexRow(*row) for row in chunk)
+        yield [TrackRow(*row) for row in chunk]
 
 
-def _after(after: FeedKey | None) -> tuple[str, dict[str, object]]:
-    if after is None:
-        return "", {}
-    return _AFTER, {"s": after[0], "d": after[1], "r": after[2]}
+def account_rows(con: Con, since: int | None) -> list[AccountRow]:
+    columns = f"did, handle, coalesce(handle_resolved_us, 0), {_ACCOUNT_STAMP}"
+    if since is None:
+        rows = con.execute(f"SELECT {columns} FROM accounts").fetchall()
+    else:
+        rows = con.execute(f"SELECT {columns} FROM accounts WHERE {_ACCOUNT_STAMP} > ?", [since]).fetchall()
+    return [AccountRow(*row) for row in rows]
 
 
-def _rows(rows: list[tuple]) -> list[TrackRow]:
-    return [TrackRow(*row) for row in rows]
+def stamps(con: Con) -> tuple[int, int]:
+    """The latest stamps on tracks and on accounts: where catching up starts after a full load."""
+    row = con.execute(
+        f"SELECT (SELECT coalesce(max(changed_us), 0) FROM tracks), "
+        f"(SELECT coalesce(max({_ACCOUNT_STAMP}), 0) FROM accounts)"
+    ).fetchone()
+    assert row is not None
+    return row[0], row[1]
+
+
+@contextmanager
+def snapshot(con: Con) -> Iterator[Con]:
+    """Reads in one transaction, so they all see the same commits."""
+    con.execute("BEGIN TRANSACTION")
+    try:
+        yield con
+    except BaseException:
+        with suppress(duckdb.Error):
+            con.execute("ROLLBACK")
+        raise
+    con.execute("COMMIT")

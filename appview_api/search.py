@@ -1,23 +1,19 @@
-"""Search: the terms of a query, and a word-prefix index over every track, held in the API process.
+"""Search: the terms of a query, a word-prefix index over documents, and ranking.
 
 DuckDB has no full-text index offline (`LOAD fts` fails) and a substring scan of 1M titles, artists and
 albums costs 100 ms or more per query, so the API keeps its own inverted index: each word of a track's
-title, artist and album points at the track. A query term matches a track when it starts one of its
-words (terms shorter than three characters must be whole words: their prefix sets are huge and rarely
-meant). The index holds no visibility: callers fetch the ranked candidates from DuckDB, which filters
-them, so hidden or unverified tracks can never leak through it.
-
-It catches up from `tracks.changed_us` (set by every upsert) whenever the store's generation moves. An
-update gives the track a fresh document number and retires the old one, so stale words never match.
+title, artist and album points at the track's document number. A query term matches a document when it
+starts one of its words (terms shorter than three characters must be whole words: their prefix sets are
+huge and rarely meant). The postings know nothing of visibility: the catalog retires a document (its
+`live` byte goes to 0) when the track changes or disappears, and ranking skips retired documents.
 """
 
 from __future__ import annotations
 
 import bisect
 import re
-import threading
 from array import array
-from collections.abc import Iterable
+from collections.abc import Callable
 from typing import NamedTuple
 
 import pyarrow as pa
@@ -46,7 +42,7 @@ def terms(q: str) -> tuple[str, ...]:
 
 
 class Hit(NamedTuple):
-    """A candidate in result order (all fields descending): also the search cursor's key."""
+    """A match in result order (all fields descending): also the search cursor's key."""
 
     score: int
     sort_us: int
@@ -54,57 +50,14 @@ class Hit(NamedTuple):
     rkey: str
 
 
-class IndexRow(NamedTuple):
-    did: str
-    rkey: str
-    deleted: bool
-    title: str | None
-    artist: str | None
-    album: str | None
-    sort_us: int
-    changed_us: int
-
-
-class SearchIndex:
+class Postings:
     def __init__(self) -> None:
-        self._lock = threading.Lock()
         self._postings: dict[str, list[array | None]] = {}  # word -> docs, one array per place
         self._words: list[str] = []  # sorted, rebuilt lazily after new words arrive
         self._words_stale = False
-        self._docs: dict[tuple[str, str], int] = {}
-        self._keys: list[tuple[str, str]] = []  # doc -> (did, rkey)
-        self._live = bytearray()  # doc -> 0 once retired
-        self._sort = array("q")
-        self._changed = array("q")
-        self._dids: dict[str, str] = {}  # one string object per account
-        self.watermark = 0  # the largest changed_us applied
 
-    def __len__(self) -> int:
-        return len(self._docs)
-
-    def apply(self, rows: Iterable[IndexRow]) -> None:
-        with self._lock:
-            for row in rows:
-                self._apply(row)
-
-    def _apply(self, row: IndexRow) -> None:
-        self.watermark = max(self.watermark, row.changed_us)
-        key = (self._dids.setdefault(row.did, row.did), row.rkey)
-        old = self._docs.get(key)
-        if old is not None:
-            if self._changed[old] == row.changed_us:
-                return  # seen already (catch-up reads overlap on purpose)
-            self._live[old] = 0
-            del self._docs[key]
-        if row.deleted:
-            return
-        doc = len(self._keys)
-        self._keys.append(key)
-        self._live.append(1)
-        self._sort.append(row.sort_us)
-        self._changed.append(row.changed_us)
-        self._docs[key] = doc
-        for place, text in ((_TITLE, row.title), (_ARTIST, row.artist), (_ALBUM, row.album)):
+    def add(self, doc: int, title: str | None, artist: str | None, album: str | None) -> None:
+        for place, text in ((_TITLE, title), (_ARTIST, artist), (_ALBUM, album)):
             for position, word in enumerate(_WORD.findall(text.lower()) if text else ()):
                 places = self._postings.get(word)
                 if places is None:
@@ -113,52 +66,24 @@ class SearchIndex:
                 spot = _TITLE_FIRST if place == _TITLE and position == 0 else place
                 docs = places[spot]
                 if docs is None:
-                    docs = places[spot] = array("q")
+                    docs = places[spot] = array("i")
                 docs.append(doc)
 
-    def search(self, terms: tuple[str, ...], after: Hit | None, limit: int) -> tuple[list[Hit], int]:
-        """The best `limit` live documents matching all terms after `after`, and how many match in all."""
-        with self._lock:
-            if self._words_stale:
-                self._words = sorted(self._postings)
-                self._words_stale = False
-            scores: dict[int, int] | None = None
-            for term in terms:
-                best = self._matches(term)
-                if scores is None:
-                    scores = best
-                else:
-                    scores = {doc: score + best[doc] for doc, score in scores.items() if doc in best}
-                if not scores:
-                    return [], 0
-            return self._top(scores or {}, after, limit)
-
-    def _top(self, scores: dict[int, int], after: Hit | None, limit: int) -> tuple[list[Hit], int]:
-        """Rank by (score, sort_us) packed into one int64, vectorized with Arrow over zero-copy views of
-        the per-document arrays (a Python loop here cost ~1 µs a match, 5 ms for a common word); only the
-        few documents on the page or tied with its last one become Hits, ordered in full by (did, rkey)."""
-        docs = pa.array(scores.keys(), pa.int64())
-        live = pc.take(_view(self._live, pa.uint8()), docs)
-        weights = pc.shift_left(pa.array(scores.values(), pa.int64()), _SORT_BITS)
-        packed = pc.add(weights, pc.take(_view(self._sort, pa.int64()), docs))
-        keep = pc.not_equal(live, 0)
-        if after is not None:
-            keep = pc.and_(keep, pc.less_equal(packed, after[0] << _SORT_BITS | after[1]))
-        docs, packed = docs.filter(keep), packed.filter(keep)
-        if after is not None:  # the tie group at the cursor: drop what the cursor already passed
-            tied = pc.equal(packed, after[0] << _SORT_BITS | after[1])
-            passed = [doc for doc in docs.filter(tied).to_pylist() if self._keys[doc] >= (after[2], after[3])]
-            if passed:
-                keep = pc.invert(pc.is_in(docs, pa.array(passed, pa.int64())))
-                docs, packed = docs.filter(keep), packed.filter(keep)
-        if len(docs) == 0:
-            return [], 0
-        best = pc.select_k_unstable(packed, min(limit, len(packed)), [("packed", "descending")])
-        edge = pc.min(pc.take(packed, best))
-        chosen = docs.filter(pc.greater_equal(packed, edge)).to_pylist()
-        sort, keys = self._sort, self._keys
-        hits = sorted((Hit(scores[doc], sort[doc], *keys[doc]) for doc in chosen), reverse=True)
-        return hits[:limit], len(docs)
+    def scores(self, terms: tuple[str, ...]) -> dict[int, int]:
+        """doc -> summed weight, for the documents (live or not) where every term starts a word."""
+        if self._words_stale:
+            self._words = sorted(self._postings)
+            self._words_stale = False
+        scores: dict[int, int] | None = None
+        for term in terms:
+            best = self._matches(term)
+            if scores is None:
+                scores = best
+            else:
+                scores = {doc: score + best[doc] for doc, score in scores.items() if doc in best}
+            if not scores:
+                return {}
+        return scores or {}
 
     def _matches(self, term: str) -> dict[int, int]:
         """doc -> weight of the best place where `term` starts a word."""
@@ -177,6 +102,45 @@ class SearchIndex:
         return self._words[start:end]
 
 
+def rank(
+    scores: dict[int, int],
+    live: bytearray,
+    sort: array,
+    key: Callable[[int], tuple[str, str]],
+    after: Hit | None,
+    limit: int,
+) -> tuple[list[tuple[Hit, int]], int]:
+    """The best `limit` live documents after `after` as (hit, doc), and how many live ones match in all.
+
+    Ranks by (score, sort_us) packed into one int64, vectorized with Arrow over zero-copy views of the
+    per-document arrays (a Python loop here cost ~1 µs a match, 5 ms for a common word); only the few
+    documents on the page or tied with its last one become Hits, ordered in full by (did, rkey)."""
+    if not scores:
+        return [], 0
+    docs = pa.array(scores.keys(), pa.int64())
+    keep = pc.not_equal(pc.take(_view(live, pa.uint8()), docs), 0)
+    weights = pc.shift_left(pa.array(scores.values(), pa.int64()), _SORT_BITS)
+    packed = pc.add(weights, pc.take(_view(sort, pa.int64()), docs))
+    docs, packed = docs.filter(keep), packed.filter(keep)
+    total = len(docs)
+    if after is not None:
+        edge = after[0] << _SORT_BITS | after[1]
+        below = pc.less_equal(packed, edge)
+        docs, packed = docs.filter(below), packed.filter(below)
+        tied = pc.equal(packed, edge)  # the tie group at the cursor: drop what the cursor already passed
+        passed = [doc for doc in docs.filter(tied).to_pylist() if key(doc) >= (after[2], after[3])]
+        if passed:
+            fresh = pc.invert(pc.is_in(docs, pa.array(passed, pa.int64())))
+            docs, packed = docs.filter(fresh), packed.filter(fresh)
+    if len(docs) == 0:
+        return [], total
+    best = pc.select_k_unstable(packed, min(limit, len(packed)), [("packed", "descending")])
+    chosen = docs.filter(pc.greater_equal(packed, pc.min(pc.take(packed, best)))).to_pylist()
+    hits = sorted(((Hit(scores[doc], sort[doc], *key(doc)), doc) for doc in chosen), reverse=True)
+    return hits[:limit], total
+
+
 def _view(buffer: array | bytearray, kind: pa.DataType) -> pa.Array:
-    """An Arrow array over the buffer's memory, no copy: valid while the caller holds the index lock."""
+    """An Arrow array over the buffer's memory, no copy: valid until the buffer next grows, so only within
+    one synchronous call on the event loop, the only place the catalog changes."""
     return pa.Array.from_buffers(kind, len(buffer), [None, pa.py_buffer(buffer)])

@@ -60,6 +60,10 @@ class Store:
         self._recheck_us = int(recheck_seconds * 1_000_000)
         self.generation = 0  # bumped after every commit that changes what readers see
         self._migrate()
+        self._last_stamp: int = self._con.execute(
+            "SELECT greatest((SELECT max(changed_us) FROM tracks), (SELECT max(first_seen_us) FROM accounts), "
+            "(SELECT max(handle_resolved_us) FROM accounts), 0)"
+        ).fetchone()[0]
 
     def close(self) -> None:
         self._con.close()
@@ -98,7 +102,7 @@ class Store:
 
     def apply(self, batch: Batch, source: str | None = None) -> list[str]:
         """Commit a batch and its cursor; return the audio URLs that now need a check."""
-        stamp = now_us()
+        stamp = self._stamp()
         pending: list[str] = []
         with self._transaction() as con:
             if batch.new_accounts:
@@ -114,7 +118,7 @@ class Store:
             if batch.tracks:
                 pending = self._apply_tracks(con, batch, stamp)
             if batch.accounts:
-                self._apply_visibility(con, batch)
+                self._apply_visibility(con, batch, stamp)
             if batch.rejections:
                 con.executemany(
                     "INSERT OR IGNORE INTO rejections VALUES (?, ?, ?, ?, ?)",
@@ -172,14 +176,15 @@ class Store:
             [(c.active, c.status, c.seq, c.did, c.seq) for c in batch.accounts.values()],
         )
 
-    def _apply_visibility(self, con: duckdb.DuckDBPyConnection, batch: Batch) -> None:
+    def _apply_visibility(self, con: duckdb.DuckDBPyConnection, batch: Batch, stamp: int) -> None:
         con.register("changed", pa.table({"did": list(batch.accounts)}))
         try:
             con.execute(
-                "UPDATE tracks SET hidden = NOT a.active FROM accounts a "
-                "WHERE tracks.did = a.did AND a.did IN (SELECT did FROM changed) AND tracks.hidden = a.active"
+                "UPDATE tracks SET hidden = NOT a.active, changed_us = ? FROM accounts a "
+                "WHERE tracks.did = a.did AND a.did IN (SELECT did FROM changed) AND tracks.hidden = a.active",
+                [stamp],
             )
-            con.execute(_PURGE, {})
+            con.execute(_PURGE, {"stamp": stamp})
         finally:
             con.unregister("changed")
 
@@ -188,7 +193,7 @@ class Store:
         results = list(results)
         if not results:
             return
-        stamp = now_us()
+        stamp = self._stamp()
         table = pa.table(
             {
                 "url": [r.url for r in results],
@@ -204,8 +209,9 @@ class Store:
             try:
                 con.execute("INSERT OR REPLACE INTO audio_checks SELECT * FROM results")
                 con.execute(
-                    "UPDATE tracks SET audio_state = r.state FROM results r "
-                    "WHERE tracks.audio_url = r.url AND NOT tracks.deleted AND tracks.audio_state <> r.state"
+                    "UPDATE tracks SET audio_state = r.state, changed_us = ? FROM results r "
+                    "WHERE tracks.audio_url = r.url AND NOT tracks.deleted AND tracks.audio_state <> r.state",
+                    [stamp],
                 )
             finally:
                 con.unregister("results")
@@ -213,7 +219,7 @@ class Store:
 
     def set_handles(self, handles: dict[str, str | None]) -> None:
         """Record resolved handles (None: the DID document names no valid handle)."""
-        stamp = now_us()
+        stamp = self._stamp()
         with self._transaction() as con:
             con.executemany(
                 "UPDATE accounts SET handle = ?, handle_resolved_us = ? WHERE did = ?",
@@ -230,6 +236,12 @@ class Store:
             con.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", [key, value])
 
     # -- plumbing ----------------------------------------------------------------------------------
+
+    def _stamp(self) -> int:
+        """The time a write stamps its rows with: rising from commit to commit even if the clock steps
+        back, so the API can catch up on exactly the rows stamped after the last one it saw."""
+        self._last_stamp = max(now_us(), self._last_stamp + 1)
+        return self._last_stamp
 
     @contextmanager
     def _transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
@@ -281,7 +293,7 @@ WHERE excluded.rev > tracks.rev
 
 _PURGE = f"""
 UPDATE tracks SET deleted = true, cid = NULL, title = NULL, artist = NULL, album = NULL, audio_url = NULL,
-    file_type = NULL, duration = NULL, created_at = NULL, audio_state = '{NO_AUDIO}'
+    file_type = NULL, duration = NULL, created_at = NULL, audio_state = '{NO_AUDIO}', changed_us = $stamp
 WHERE did IN (SELECT did FROM accounts WHERE status = 'deleted' AND did IN (SELECT did FROM changed))
   AND NOT deleted
 """
