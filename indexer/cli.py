@@ -116,6 +116,30 @@ def _status(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _publish(args: argparse.Namespace, settings: Settings) -> int:
+    from appview_api.publish_client import publish_file
+
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per request is noise on a terminal
+    result = asyncio.run(
+        publish_file(
+            settings, Path(args.file), title=args.title, artist=args.artist, album=args.album, dry_run=args.dry_run
+        )
+    )
+    print(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode())
+    return 0
+
+
+def _storage_migrate(args: argparse.Namespace, settings: Settings) -> int:
+    from appview_api.storage import migrate_local_to_r2
+
+    report = asyncio.run(migrate_local_to_r2(settings))
+    print(
+        f"copied {report.copied} ({report.bytes_copied} bytes), already there {report.skipped}, "
+        f"not audio {report.ignored}"
+    )
+    return 0
+
+
 def store_status(store: Store, limit: int = 10) -> dict[str, object]:
     con = store.reader()
     cursor = store.cursor()
@@ -193,6 +217,37 @@ def _parser() -> argparse.ArgumentParser:
                      "relay-appview status --json")
     status.add_argument("--json", action="store_true", help="machine-readable output")
     status.add_argument("--rejections", type=int, default=10, metavar="N", help="how many recent rejections")
+
+    publish = commands.add_parser(
+        "publish",
+        help="Publish an audio file as RELAY_HANDLE (signs in with RELAY_APP_PASSWORD) through this service.",
+        description="Sign in at the account's PDS (RELAY_PDS_URL, or the one its DID document names), then "
+        "upload FILE to the publish endpoint at RELAY_PUBLIC_URL; prints the written record.",
+        epilog='example: relay-appview publish song.mp3 --title "Loopback Blues" --artist "The Fixtures"',
+    )
+    publish.set_defaults(handler=_publish)
+    publish.add_argument("file", metavar="FILE", help="an mp3, wav, ogg or flac file")
+    publish.add_argument("--title", required=True)
+    publish.add_argument("--artist", required=True)
+    publish.add_argument("--album")
+    publish.add_argument("--dry-run", action="store_true", help="show the record that would be written; write nothing")
+
+    storage = commands.add_parser(
+        "storage",
+        help="Manage stored audio.",
+        description="Manage stored audio.",
+        epilog="example: relay-appview storage migrate --to r2",
+    )
+    storage_commands = storage.add_subparsers(dest="storage_command", metavar="ACTION", required=True)
+    migrate = storage_commands.add_parser(
+        "migrate",
+        help="Copy every local audio file (RELAY_AUDIO_DIR) to R2; files already there are skipped.",
+        description="Copy every local audio file (RELAY_AUDIO_DIR) to R2; files already there are skipped. "
+        "Safe to rerun. Local files are kept.",
+        epilog="example: relay-appview storage migrate --to r2",
+    )
+    migrate.set_defaults(handler=_storage_migrate)
+    migrate.add_argument("--to", required=True, choices=["r2"], help="the backend to copy to")
     return parser
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from dotenv import dotenv_values
@@ -66,6 +66,11 @@ class Settings:
     r2_public_url: str = ""
     r2_endpoint_url: str = ""
     publish_rate_per_minute: int = 30
+    # `relay-appview publish` signs in as this account; at RELAY_PDS_URL if set, else at the PDS its
+    # DID document names.
+    handle: str = ""
+    app_password: str = field(default="", repr=False)
+    pds_url: str = ""
     log_level: str = "INFO"
 
     @classmethod
