@@ -144,7 +144,8 @@ class Publisher:
         self._locks = KeyLocks()
 
     async def publish(self, session: Session, form: Form, *, rkey: str | None, dry_run: bool) -> dict[str, Any]:
-        rkey = check_client_rkey(rkey) if rkey else self._clock.next()
+        """`rkey`: the client's, already checked with `check_client_rkey`; None to mint one here."""
+        rkey = rkey or self._clock.next()
         try:
             info = await anyio.to_thread.run_sync(probe, form.path)
         except UnsupportedAudio as exc:

@@ -18,7 +18,7 @@ from starlette.routing import Route
 
 from appview_api.local_index import LocalIndex, PublishSink
 from appview_api.pds import Pds, Session
-from appview_api.publish import Publisher
+from appview_api.publish import Publisher, check_client_rkey
 from appview_api.ratelimit import RateLimiter
 from appview_api.storage import LocalStorage, R2Storage, make_storage
 from appview_api.upload import spool_form
@@ -96,11 +96,12 @@ class Publishing:
 
     async def _publish(self, request: Request, session: Session) -> dict[str, Any]:
         params = self._publish_params.parse(request.query_params.multi_items())
+        rkey = check_client_rkey(params["rkey"]) if "rkey" in params else None  # before the body is read
         headers = request.headers
         async with spool_form(
             request.stream(), headers.get("content-type"), headers.get("content-length"), self._max_upload_bytes
         ) as form:
-            return await self.publisher.publish(session, form, rkey=params.get("rkey"), dry_run=params["dryRun"])
+            return await self.publisher.publish(session, form, rkey=rkey, dry_run=params["dryRun"])
 
     async def _update(self, request: Request, session: Session) -> dict[str, Any]:
         return await self.publisher.update(session, await _json_input(request, UPDATE))

@@ -4,7 +4,8 @@ Nothing here holds the file in memory: each chunk of the body goes through pytho
 parser, and each piece of the file part is written to a temporary file and fed to sha256 at once. Limits
 are enforced on the bytes seen so far, so an oversized upload is refused as soon as it crosses the limit
 instead of after it has all arrived, and a file whose first bytes are not audio is refused after those
-bytes. `FormSpooler` is the sans-I/O core (chunks in, a `Form` out); `spool_form` feeds it from a request.
+bytes. `FormSpooler` is the sans-I/O core (chunks in, a `Form` out); `spool_form` feeds it from a request
+into a file in the system temp directory (TMPDIR), removed when the request is done with it.
 """
 
 from __future__ import annotations

@@ -210,6 +210,7 @@ def test_with_the_indexer_in_process_its_writer_indexes_the_track_and_jetstreams
         account = local_pds.create_account("idx")
         published = service.publish(account, MP3).json()
         [row] = service.rows()
+        assert service.store.cursor() is None  # a local write is not a Jetstream event
         [stored] = service.pds_records(account)
         changed = service.store.reader().execute("SELECT changed_us FROM tracks").fetchall()
         # The same create as Jetstream delivers it: same rev (from the PDS commit), same cid.
@@ -220,6 +221,7 @@ def test_with_the_indexer_in_process_its_writer_indexes_the_track_and_jetstreams
         assert (row["cid"], row["audio_state"], row["title"]) == (published["cid"], "verified", "Loopback Blues")
         assert service.rows() == [row]
         assert service.store.reader().execute("SELECT changed_us FROM tracks").fetchall() == changed
+        assert service.store.cursor() is not None and service.store.cursor().source == "jetstream"
         handle = service.store.reader().execute("SELECT handle FROM accounts").fetchall()
         assert handle == [(account.handle,)]
         indexer.writer.close()
