@@ -209,5 +209,5 @@ class Catalog:
 
     def search(self, terms: tuple[str, ...], after: Hit | None, want: int) -> tuple[list[tuple[Hit, int]], int]:
         """Up to `want` (hit, doc) pairs, best first, after `after`; and how many visible tracks match."""
-        scores = self._postings.scores(terms)
-        return rank(scores, self._live, self._sort, lambda doc: self.key(doc)[1:], after, want)  # type: ignore[arg-type,return-value]
+        docs, scores = self._postings.match(terms)
+        return rank(docs, scores, self._live, self._sort, lambda doc: self.key(doc)[1:], after, want)  # type: ignore[arg-type,return-value]

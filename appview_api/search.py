@@ -29,6 +29,7 @@ _TITLE_FIRST, _TITLE, _ARTIST, _ALBUM = range(4)
 _WORD = re.compile(r"\w+")
 _NONE: list[array | None] = [None, None, None, None]
 _SORT_BITS = 53  # sort_us (micros since 1970) stays below 2**53 until the year 2255
+_EMPTY = pa.array([], pa.int64())
 
 
 def terms(q: str) -> tuple[str, ...]:
@@ -69,32 +70,46 @@ class Postings:
                     docs = places[spot] = array("i")
                 docs.append(doc)
 
-    def scores(self, terms: tuple[str, ...]) -> dict[int, int]:
-        """doc -> summed weight, for the documents (live or not) where every term starts a word."""
+    def match(self, terms: tuple[str, ...]) -> tuple[pa.Array, pa.Array]:
+        """(docs, summed weights) of the documents, live or not, where every term starts a word.
+
+        Vectorized with Arrow over zero-copy views of the posting arrays: dictionaries of matches cost
+        ~1 µs a match in Python, 3 ms for a term matching 25k tracks."""
         if self._words_stale:
             self._words = sorted(self._postings)
             self._words_stale = False
-        scores: dict[int, int] | None = None
-        for term in terms:
-            best = self._matches(term)
-            if scores is None:
-                scores = best
+        docs, scores = _EMPTY, _EMPTY
+        for number, term in enumerate(terms):
+            found, weights = self._best(term)
+            if number == 0:
+                docs, scores = found, weights
             else:
-                scores = {doc: score + best[doc] for doc, score in scores.items() if doc in best}
-            if not scores:
-                return {}
-        return scores or {}
+                at = pc.index_in(docs, value_set=found)
+                both = pc.is_valid(at)
+                docs, scores = docs.filter(both), pc.add(scores.filter(both), pc.take(weights, at.filter(both)))
+            if len(docs) == 0:
+                break
+        return docs, scores
 
-    def _matches(self, term: str) -> dict[int, int]:
-        """doc -> weight of the best place where `term` starts a word."""
+    def _best(self, term: str) -> tuple[pa.Array, pa.Array]:
+        """Each document where `term` starts a word, once, with the weight of its best place."""
         words = [term] if len(term) < MIN_PREFIX else self._prefixed(term)
-        best: dict[int, int] = {}
-        for place in (_ALBUM, _ARTIST, _TITLE, _TITLE_FIRST):  # rising weight: the best place is written last
+        chunks: list[pa.Array] = []
+        weights: list[pa.Array] = []
+        for place, weight in enumerate(_WEIGHTS):  # best place first, so a document's first sighting wins
+            size = 0
             for word in words:
                 docs = self._postings.get(word, _NONE)[place]
                 if docs:
-                    best.update(dict.fromkeys(docs, _WEIGHTS[place]))
-        return best
+                    chunks.append(_view(docs, pa.int32()))
+                    size += len(docs)
+            if size:
+                weights.append(pa.repeat(pa.scalar(weight, pa.int64()), size))
+        if not chunks:
+            return _EMPTY, _EMPTY
+        every = pa.concat_arrays(chunks)
+        unique = pc.unique(every)
+        return unique, pc.take(pa.concat_arrays(weights), pc.index_in(unique, value_set=every))
 
     def _prefixed(self, term: str) -> list[str]:
         start = bisect.bisect_left(self._words, term)
@@ -103,7 +118,8 @@ class Postings:
 
 
 def rank(
-    scores: dict[int, int],
+    docs: pa.Array,
+    scores: pa.Array,
     live: bytearray,
     sort: array,
     key: Callable[[int], tuple[str, str]],
@@ -112,15 +128,13 @@ def rank(
 ) -> tuple[list[tuple[Hit, int]], int]:
     """The best `limit` live documents after `after` as (hit, doc), and how many live ones match in all.
 
-    Ranks by (score, sort_us) packed into one int64, vectorized with Arrow over zero-copy views of the
-    per-document arrays (a Python loop here cost ~1 µs a match, 5 ms for a common word); only the few
-    documents on the page or tied with its last one become Hits, ordered in full by (did, rkey)."""
-    if not scores:
+    Ranks by (score, sort_us) packed into one int64, over zero-copy views of the per-document arrays;
+    only the few documents on the page or tied with its last one become Hits, ordered in full by
+    (did, rkey)."""
+    if len(docs) == 0:
         return [], 0
-    docs = pa.array(scores.keys(), pa.int64())
     keep = pc.not_equal(pc.take(_view(live, pa.uint8()), docs), 0)
-    weights = pc.shift_left(pa.array(scores.values(), pa.int64()), _SORT_BITS)
-    packed = pc.add(weights, pc.take(_view(sort, pa.int64()), docs))
+    packed = pc.add(pc.shift_left(scores, _SORT_BITS), pc.take(_view(sort, pa.int64()), docs))
     docs, packed = docs.filter(keep), packed.filter(keep)
     total = len(docs)
     if after is not None:
@@ -130,13 +144,14 @@ def rank(
         tied = pc.equal(packed, edge)  # the tie group at the cursor: drop what the cursor already passed
         passed = [doc for doc in docs.filter(tied).to_pylist() if key(doc) >= (after[2], after[3])]
         if passed:
-            fresh = pc.invert(pc.is_in(docs, pa.array(passed, pa.int64())))
+            fresh = pc.invert(pc.is_in(docs, pa.array(passed, docs.type)))
             docs, packed = docs.filter(fresh), packed.filter(fresh)
     if len(docs) == 0:
         return [], total
     best = pc.select_k_unstable(packed, min(limit, len(packed)), [("packed", "descending")])
-    chosen = docs.filter(pc.greater_equal(packed, pc.min(pc.take(packed, best)))).to_pylist()
-    hits = sorted(((Hit(scores[doc], sort[doc], *key(doc)), doc) for doc in chosen), reverse=True)
+    edge_of_page = pc.greater_equal(packed, pc.min(pc.take(packed, best)))
+    chosen = zip(docs.filter(edge_of_page).to_pylist(), packed.filter(edge_of_page).to_pylist(), strict=True)
+    hits = sorted(((Hit(value >> _SORT_BITS, sort[doc], *key(doc)), doc) for doc, value in chosen), reverse=True)
     return hits[:limit], total
 
 

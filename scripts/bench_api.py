@@ -1,11 +1,14 @@
 """Benchmark the XRPC API at scale: fill a DuckDB file, run `relay-appview serve --no-index`, load it with wrk.
 
-    .venv/bin/python scripts/bench_api.py [--tracks 1000000] [--accounts 50000] [--seconds 10]
+    .venv/bin/python scripts/bench_api.py [--tracks 1000000] [--accounts 50000] [--seconds 10] [--connections 8,32]
 
 Each endpoint gets varied parameters from a Lua script (discovery's first page is one hot key on purpose;
-deeper discovery pages, actors, track URIs and search queries are drawn from thousands of values so most
-of those requests miss the response cache). The same load against a bare Starlette JSON endpoint gives
-the ceiling. Only loopback traffic. The last line printed is one JSON object with the figures.
+deeper discovery pages, actors, track URIs and search queries are drawn from thousands of values, each
+with a random limit from 10 to 100, so nearly every one of those requests misses the response cache). Each
+load runs at every --connections count: wrk keeps that many requests in flight, so with one server
+process latency is roughly connections / throughput, and p99 is reported per count. The same load against
+a bare Starlette JSON endpoint gives the ceiling. Only loopback traffic. The last line printed is one JSON
+object with the figures.
 """
 
 from __future__ import annotations
@@ -161,7 +164,7 @@ def workloads(base: str, vocab: list[str], tracks: int, accounts: int) -> dict[s
     rnd = random.Random(11)
     cursors, cursor = [], None
     with httpx.Client(base_url=base) as client:
-        for _ in range(300):  # deep discovery pages, each its own cache key
+        for _ in range(2000):  # deep discovery pages, down to the 100,000th track
             body = client.get("/xrpc/app.relay.feed.getTracks", params={"cursor": cursor} if cursor else {}).json()
             cursor = body["cursor"]
             cursors.append(cursor)
@@ -178,12 +181,22 @@ def workloads(base: str, vocab: list[str], tracks: int, accounts: int) -> dict[s
     for _ in range(5000):
         words = rnd.sample(vocab, rnd.choice((1, 1, 2)))
         queries.append(" ".join(w[: rnd.randint(3, len(w))] for w in words))
+
+    def limit() -> int:
+        return rnd.randint(10, 100)
+
     return {
         "app.relay.feed.getTracks": ["/xrpc/app.relay.feed.getTracks"],
-        "app.relay.feed.getTracks#deep": [f"/xrpc/app.relay.feed.getTracks?cursor={quote(c)}" for c in cursors],
-        "app.relay.actor.getTracks": [f"/xrpc/app.relay.actor.getTracks?actor={quote(a)}" for a in actors],
+        "app.relay.feed.getTracks#deep": [
+            f"/xrpc/app.relay.feed.getTracks?limit={limit()}&cursor={quote(c)}" for c in cursors
+        ],
+        "app.relay.actor.getTracks": [
+            f"/xrpc/app.relay.actor.getTracks?limit={limit()}&actor={quote(a)}" for a in actors
+        ],
         "app.relay.track.getTrack": [f"/xrpc/app.relay.track.getTrack?uri={quote(u, safe='')}" for u in uris],
-        "app.relay.feed.searchTracks": [f"/xrpc/app.relay.feed.searchTracks?q={quote(q)}" for q in queries],
+        "app.relay.feed.searchTracks": [
+            f"/xrpc/app.relay.feed.searchTracks?limit={limit()}&q={quote(q)}" for q in queries
+        ],
     }
 
 
@@ -196,7 +209,7 @@ def main() -> None:
     parser.add_argument("--tracks", type=int, default=1_000_000)
     parser.add_argument("--accounts", type=int, default=50_000)
     parser.add_argument("--seconds", type=int, default=10, help="wrk duration per endpoint")
-    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--connections", default="8,32", help="wrk connection counts, comma-separated")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is needed: apt-get install -y wrk")
@@ -209,9 +222,9 @@ def main() -> None:
         results, peak = run(args, workdir, db, vocab)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-    print(f"{'endpoint':34} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'non2xx':>7}")
+    print(f"{'endpoint @ connections':38} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'non2xx':>7}")
     for name, r in results.items():
-        print(f"{name:34} {r['rps']:>9} {r['p50_ms']:>8} {r['p99_ms']:>8} {r['non2xx']:>7}")
+        print(f"{name:38} {r['rps']:>9} {r['p50_ms']:>8} {r['p99_ms']:>8} {r['non2xx']:>7}")
     print(f"peak server RSS: {peak / 2**20:.0f} MiB")
     summary = {name: {k: r[k] for k in ("rps", "p50_ms", "p99_ms")} for name, r in results.items()}
     print(json.dumps(summary | {"peak_rss_mb": round(peak / 2**20, 1)}))
@@ -228,11 +241,14 @@ def run(args: argparse.Namespace, workdir: Path, db: Path, vocab: list[str]) -> 
     rss = PeakRss(server.pid)
     rss.start()
     base = f"http://127.0.0.1:{port}"
+    counts = [int(c) for c in args.connections.split(",")]
     try:
         wait_up(f"{base}/xrpc/_health", server)
         for name, paths in workloads(base, vocab, args.tracks, args.accounts).items():
-            results[name] = wrk(base, paths, args.seconds, args.connections, workdir)
-            print(name, results[name], flush=True)
+            for connections in counts:
+                label = f"{name}@{connections}"
+                results[label] = wrk(base, paths, args.seconds, connections, workdir)
+                print(label, results[label], flush=True)
     finally:
         rss.halt.set()
         server.send_signal(signal.SIGTERM)
@@ -241,7 +257,9 @@ def run(args: argparse.Namespace, workdir: Path, db: Path, vocab: list[str]) -> 
     ceiling = subprocess.Popen([sys.executable, "-c", _CEILING, str(ceiling_port)], env=env)
     try:
         wait_up(f"http://127.0.0.1:{ceiling_port}/ok", ceiling)
-        results["ceiling"] = wrk(f"http://127.0.0.1:{ceiling_port}", ["/ok"], args.seconds, args.connections, workdir)
+        for connections in counts:
+            ceiling_url = f"http://127.0.0.1:{ceiling_port}"
+            results[f"ceiling@{connections}"] = wrk(ceiling_url, ["/ok"], args.seconds, connections, workdir)
     finally:
         ceiling.send_signal(signal.SIGTERM)
         ceiling.wait(30)
