@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Protocol
 
 import uvicorn
@@ -30,6 +30,8 @@ class Indexer(Protocol):
 
     def stop(self) -> None: ...
 
+    def status(self) -> Mapping[str, object]: ...
+
 
 class _Server(uvicorn.Server):
     @contextlib.contextmanager
@@ -40,7 +42,8 @@ class _Server(uvicorn.Server):
 async def serve(
     settings: Settings, store: Store, *, indexer: Indexer | None = None, publish_sink: PublishSink | None = None
 ) -> None:
-    app = create_app(settings, store, publish_sink=publish_sink)
+    status = indexer.status if indexer is not None else None
+    app = create_app(settings, store, indexer_status=status, publish_sink=publish_sink)
     config = uvicorn.Config(
         app,
         host=settings.host,

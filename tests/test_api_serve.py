@@ -33,6 +33,8 @@ class Recorder:
         self.store.set_meta("indexer", "flushed")
     def stop(self):
         self.stopped.set()
+    def status(self):
+        return {"jetstream": "ws://127.0.0.1:9/subscribe", "audioChecksOutstanding": 3}
 
 store = Store(sys.argv[1])
 asyncio.run(serve(Settings(db_path=sys.argv[1], port=int(sys.argv[2])), store, indexer=Recorder(store)))
@@ -81,7 +83,8 @@ def test_serve_stops_and_awaits_the_indexer_on_sigterm(tmp_path: Path) -> None:
     script = [sys.executable, "-c", _WITH_INDEXER, str(db), str(port)]
     proc = subprocess.Popen(script, cwd=tmp_path, env=env(), stderr=subprocess.PIPE, text=True)
     try:
-        wait_healthy(port, proc)
+        health = wait_healthy(port, proc)
+        assert health["indexer"] == {"jetstream": "ws://127.0.0.1:9/subscribe", "audioChecksOutstanding": 3}
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(30) == 0
     finally:
