@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -111,6 +112,7 @@ def create_app(
             following.cancel()
             await publishing.aclose()
             pool.shutdown(wait=True, cancel_futures=True)
+            gc.unfreeze()  # the catalog was frozen at load (see sync.py); let shutdown collect it
 
     return Starlette(
         routes=[

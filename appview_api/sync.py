@@ -12,6 +12,7 @@ probes the database, so reads stop (503) rather than serve a catalog that can no
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -50,6 +51,10 @@ class Sync:
         self.catalog.tracks_seen = max(self.catalog.tracks_seen, tracks_seen)
         self.catalog.accounts_seen = max(self.catalog.accounts_seen, accounts_seen)
         self._seen = generation
+        # The catalog is a million long-lived objects: left in the collector's generations, every full
+        # collection walks them all and stalls requests (search p99 ~97 ms at 1M tracks). Freeze them.
+        gc.collect()
+        gc.freeze()
         log.info("catalog loaded tracks=%d seconds=%.1f", len(self.catalog), time.monotonic() - started)
 
     async def current(self) -> None:
