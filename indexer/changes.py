@@ -36,10 +36,6 @@ class AccountChange:
     active: bool
     status: str | None
 
-    @property
-    def purge(self) -> bool:
-        return not self.active and self.status == "deleted"
-
 
 @dataclass(frozen=True, slots=True)
 class Rejection:

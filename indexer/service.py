@@ -55,7 +55,6 @@ class Indexer:
         )
         self.audio: WorkQueue[str, AudioResult] | None = None
         self.handles: WorkQueue[str, tuple[str, str | None] | None] | None = None
-        self._started = asyncio.Event()
 
     def stop(self) -> None:
         self.consumer.stop()
@@ -69,9 +68,6 @@ class Indexer:
             "handleLookupsOutstanding": self.handles.outstanding if self.handles else 0,
         }
 
-    async def started(self) -> None:
-        await self._started.wait()
-
     async def run(self) -> None:
         """Index until stop(); then flush the batch in hand and the finished checks, and return."""
         async with contextlib.AsyncExitStack() as stack:
@@ -84,7 +80,6 @@ class Indexer:
             self.audio.submit(self.store.pending_urls())
             self.handles.submit(self.store.unresolved_dids())
             workers = [asyncio.create_task(self.audio.run()), asyncio.create_task(self.handles.run())]
-            self._started.set()
             try:
                 await self.consumer.run()
             finally:
