@@ -68,6 +68,8 @@ def probe(path: Path) -> AudioInfo:
         head = file.read(HEAD_BYTES)
     file_type = sniff(head)
     audio = _parse(path, file_type)
+    if file_type == "flac":
+        _check_flac_frames(path)
     length = getattr(audio.info, "length", 0) or 0
     if not math.isfinite(length) or length <= 0:
         raise UnsupportedAudio(f"the {file_type} file holds no audio")
@@ -82,6 +84,31 @@ def _parse(path: Path, file_type: str) -> FileType:
         except _PARSE_ERRORS as exc:
             failure = str(exc) or type(exc).__name__
     raise UnsupportedAudio(f"unreadable {file_type} file: {failure}")
+
+
+def _check_flac_frames(path: Path) -> None:
+    """mutagen reads only FLAC's metadata: a file cut right after it would pass. Require audio frames
+    behind the metadata: a frame sync code, and at least STREAMINFO's smallest frame size of bytes."""
+    with path.open("rb") as file:
+        size = file.seek(0, 2)
+        position, min_frame = 4, 0
+        while True:
+            file.seek(position)
+            header = file.read(4)
+            if len(header) < 4:
+                raise UnsupportedAudio("truncated flac file: its metadata is cut short")
+            block_size = int.from_bytes(header[1:4], "big")
+            if header[0] & 0x7F == 0:  # STREAMINFO: its first fields are the block sizes, then the frame sizes
+                min_frame = int.from_bytes(file.read(7)[4:7], "big")
+            position += 4 + block_size
+            if header[0] & 0x80:  # the last metadata block
+                break
+        file.seek(position)
+        sync = file.read(2)
+    if len(sync) < 2 or sync[0] != 0xFF or sync[1] & 0xFE != 0xF8:
+        raise UnsupportedAudio("truncated flac file: no audio frames after its metadata")
+    if size - position < min_frame:
+        raise UnsupportedAudio("truncated flac file: less audio than one frame")
 
 
 def _is_id3v2(head: bytes) -> bool:
