@@ -10,26 +10,8 @@ from pathlib import Path
 import pytest
 
 from appview_api.views import iso_micros
-from tests.fixtures.api import PUBLIC_URL, Api, start_api
+from tests.fixtures.api import ACTOR, ALICE, BOB, CAROL, FEED, PUBLIC_URL, SEARCH, TRACK, Api, at, start_api, uris
 from tests.servers.events import iso, now_us
-
-ALICE = "did:plc:" + "a" * 24
-BOB = "did:plc:" + "b" * 24
-CAROL = "did:plc:" + "c" * 24
-FEED = "app.relay.feed.getTracks"
-ACTOR = "app.relay.actor.getTracks"
-TRACK = "app.relay.track.getTrack"
-SEARCH = "app.relay.feed.searchTracks"
-
-
-def at(second: int) -> str:
-    return f"2025-01-01T00:00:{second:02d}.000Z"
-
-
-def uris(response) -> list[str]:
-    assert response.status_code == 200, response.text
-    return [track["uri"] for track in response.json()["tracks"]]
-
 
 # -- discovery ------------------------------------------------------------------------------------------
 

@@ -8,24 +8,7 @@ import threading
 import time
 from pathlib import Path
 
-from tests.fixtures.api import Api, start_api
-
-ALICE = "did:plc:" + "a" * 24
-BOB = "did:plc:" + "b" * 24
-CAROL = "did:plc:" + "c" * 24
-FEED = "app.relay.feed.getTracks"
-ACTOR = "app.relay.actor.getTracks"
-TRACK = "app.relay.track.getTrack"
-SEARCH = "app.relay.feed.searchTracks"
-
-
-def at(second: int) -> str:
-    return f"2025-01-01T00:{second // 60:02d}:{second % 60:02d}.000Z"
-
-
-def uris(response) -> list[str]:
-    assert response.status_code == 200, response.text
-    return [track["uri"] for track in response.json()["tracks"]]
+from tests.fixtures.api import ACTOR, ALICE, BOB, CAROL, FEED, SEARCH, TRACK, Api, at, start_api, uris
 
 
 def everywhere(api: Api, uri: str, did: str, q: str) -> dict[str, bool]:

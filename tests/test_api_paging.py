@@ -10,11 +10,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.fixtures.api import Api, start_api
+from tests.fixtures.api import ALICE, BOB, Api, start_api
 from tests.servers.events import iso, now_us
 
-ALICE = "did:plc:" + "a" * 24
-BOB = "did:plc:" + "b" * 24
 NSIDS = (
     "app.relay.feed.getTracks",
     "app.relay.actor.getTracks",
