@@ -49,7 +49,7 @@ def _not_found() -> Response:
 def _local_endpoint(storage: LocalStorage) -> Endpoint:
     async def serve_local(request: Request) -> Response:
         key = request.path_params["key"]
-        if not KEY_RE.match(key):
+        if not KEY_RE.fullmatch(key):
             return _not_found()
         path = storage.path_for(key)
         try:
@@ -64,7 +64,7 @@ def _local_endpoint(storage: LocalStorage) -> Endpoint:
 def _remote_endpoint(storage: AudioStorage) -> Endpoint:
     async def serve_remote(request: Request) -> Response:
         key = request.path_params["key"]
-        if not KEY_RE.match(key):
+        if not KEY_RE.fullmatch(key):
             return _not_found()
         if request.method == "GET":
             return RedirectResponse(

@@ -112,7 +112,7 @@ def stored_key(storage: AudioStorage, audio_url: object) -> str | None:
     if not isinstance(audio_url, str):
         return None
     key = audio_url.rsplit("/", 1)[-1]
-    return key if KEY_RE.match(key) and storage.public_url(key) == audio_url else None
+    return key if KEY_RE.fullmatch(key) and storage.public_url(key) == audio_url else None
 
 
 class KeyLocks:

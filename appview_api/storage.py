@@ -33,7 +33,7 @@ from indexer.errors import ConfigError, RelayError
 
 log = logging.getLogger(__name__)
 
-KEY_RE = re.compile(r"^[0-9a-f]{64}\.(mp3|wav|ogg|flac)$")
+KEY_RE = re.compile(r"[0-9a-f]{64}\.(mp3|wav|ogg|flac)")
 CACHE_CONTROL = "public, max-age=31536000, immutable"
 # Multipart parts of 8 MiB, two in flight: an upload of any size holds ~16 MiB of buffers at most.
 PART_BYTES = 8 * 1024 * 1024
@@ -75,7 +75,7 @@ def make_key(sha256_hex: str, file_type: str) -> str:
 
 def check_key(key: str) -> str:
     """Only keys of this exact shape reach a path or a bucket, so none can name anything else."""
-    if not KEY_RE.match(key):
+    if not KEY_RE.fullmatch(key):
         raise StorageError(f"invalid audio key {key[:80]!r}")
     return key
 
@@ -249,7 +249,7 @@ async def migrate_local_to_r2(settings: Settings) -> MigrationReport:
     copied = skipped = ignored = bytes_copied = 0
     paths = sorted(settings.audio_dir.iterdir()) if settings.audio_dir.is_dir() else []
     for path in paths:
-        if not (path.is_file() and KEY_RE.match(path.name)):
+        if not (path.is_file() and KEY_RE.fullmatch(path.name)):
             ignored += 1
             continue
         if await remote.put_file(path, path.name, content_type_for(path.name)):

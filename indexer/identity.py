@@ -18,8 +18,8 @@ from atproto_core.did_doc import DidDocument
 from indexer.errors import IdentityError
 
 log = logging.getLogger(__name__)
-_PLC_DID = re.compile(r"^did:plc:[a-z2-7]{24}$")
-_WEB_DID = re.compile(r"^did:web:[a-zA-Z0-9.\-]+(%3A\d+)?$")
+_PLC_DID = re.compile(r"did:plc:[a-z2-7]{24}")
+_WEB_DID = re.compile(r"did:web:[a-zA-Z0-9.\-]+(%3A\d+)?")
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,9 +37,9 @@ class IdentityResolver:
 
     async def resolve(self, did: str) -> Identity:
         """Fetch and check the DID document; raise IdentityError with the reason otherwise."""
-        if _PLC_DID.match(did):
+        if _PLC_DID.fullmatch(did):
             client, url = self._plc, f"{self._plc_url}/{did}"
-        elif _WEB_DID.match(did):
+        elif _WEB_DID.fullmatch(did):
             host = did.removeprefix("did:web:").replace("%3A", ":")
             client, url = self._web, f"https://{host}/.well-known/did.json"
         else:

@@ -21,7 +21,7 @@ ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 MAX_FRAME_BYTES = 2 * 1024 * 1024
 DICTIONARY_PATH = Path(__file__).resolve().parent / "zstd_dictionary_v1"
 
-_RELATIVE = re.compile(r"^-(\d+(?:\.\d+)?)\s*(us|ms|s|m|h|d)$")
+_RELATIVE = re.compile(r"-(\d+(?:\.\d+)?)\s*(us|ms|s|m|h|d)")
 _UNIT_US = {"us": 1, "ms": 1_000, "s": 1_000_000, "m": 60_000_000, "h": 3_600_000_000, "d": 86_400_000_000}
 
 
@@ -63,7 +63,7 @@ def parse_cursor(value: str, now_us: int | None = None) -> int:
     now_us = time.time_ns() // 1000 if now_us is None else now_us
     if value.isdigit():
         return int(value)
-    match = _RELATIVE.match(value)
+    match = _RELATIVE.fullmatch(value)
     if match:
         return now_us - int(float(match.group(1)) * _UNIT_US[match.group(2)])
     try:

@@ -13,7 +13,7 @@ import threading
 import time
 
 ALPHABET = "234567abcdefghijklmnopqrstuvwxyz"
-TID_RE = re.compile(r"^[234567abcdefghij][234567abcdefghijklmnopqrstuvwxyz]{12}$")
+TID_RE = re.compile(r"[234567abcdefghij][234567abcdefghijklmnopqrstuvwxyz]{12}")
 
 
 def encode(micros: int, clock_id: int) -> str:
@@ -33,7 +33,7 @@ def decode_micros(tid: str) -> int:
 
 
 def is_tid(value: str) -> bool:
-    return bool(TID_RE.match(value))
+    return TID_RE.fullmatch(value) is not None  # not match("^...$"): `$` also matches before a final \n
 
 
 class TidClock:

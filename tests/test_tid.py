@@ -15,4 +15,4 @@ def test_clock_is_strictly_increasing_and_valid() -> None:
 
 
 def test_is_tid_rejects_other_keys() -> None:
-    assert not any(is_tid(v) for v in ["self", "3mmoojp7vgo2", "3MMOOJP7VGO2G", "zmmoojp7vgo2g", "3mmoojp7vgo21"])
+    assert not any(is_tid(v) for v in ["self", "3mmoojp7vgo2", "3MMOOJP7VGO2G", "zmmoojp7vgo2g", "3mmoojp7vgo21", "3mmoojp7vgo2g\n"])
