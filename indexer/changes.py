@@ -17,7 +17,7 @@ from indexer.events import TRACK_COLLECTION, Account, Commit, Event, Identity
 from indexer.records import Track, validate_track
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class TrackChange:
     """An upsert of one record, or its tombstone when `track` is None."""
 
@@ -29,7 +29,7 @@ class TrackChange:
     time_us: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class AccountChange:
     did: str
     seq: int
@@ -37,7 +37,7 @@ class AccountChange:
     status: str | None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Rejection:
     uri: str
     rev: str

@@ -2,6 +2,10 @@
 
 Only this module knows the v1 JSON shape, so a v2 parser can sit beside it later. Parsing is strict about
 what we use (a field of the wrong type is a MalformedEvent with a reason) and ignores what we don't.
+
+The models here, in `records` and in `changes` are values nobody mutates, but they are not declared
+frozen: a frozen dataclass sets each field through object.__setattr__, which made building one ~1.1 µs
+against ~0.2 µs, and ingest builds three per event.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ TRACK_COLLECTION = "app.relay.track"
 OPERATIONS = frozenset({"create", "update", "delete"})
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Commit:
     did: str
     time_us: int
@@ -33,7 +37,7 @@ class Commit:
         return f"at://{self.did}/{self.collection}/{self.rkey}"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Identity:
     did: str
     time_us: int
@@ -41,7 +45,7 @@ class Identity:
     handle: str | None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Account:
     did: str
     time_us: int
@@ -50,7 +54,7 @@ class Account:
     status: str | None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Unknown:
     """A well-formed event of a kind we do not handle: it still moves the cursor."""
 

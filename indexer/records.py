@@ -21,7 +21,7 @@ _KEY_TYPE = _MAIN["key"]
 _CHECK = lexicon_check.compile_object(_MAIN["record"])
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Track:
     """The indexed fields of a valid track record."""
 
