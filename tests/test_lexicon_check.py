@@ -102,3 +102,26 @@ def test_what_it_cannot_check_is_refused_when_compiling(schema: dict, message: s
     with pytest.raises(UnsupportedSchema) as caught:
         compile_object(schema)
     assert str(caught.value) == message
+
+
+def test_names_and_values_from_the_schema_are_data_not_code() -> None:
+    name = "a'\"\n) or True #{}"
+    schema = {
+        "type": "object",
+        "required": [name],
+        "nullable": ["note"],
+        "properties": {
+            name: {"type": "string", "maxLength": 3, "enum": ["ab", "abcd", "x'y"]},
+            "note": {"type": "string", "const": "'); 1/0 #"},
+            "count": {"type": "integer", "minimum": 1, "maximum": 9},
+        },
+    }
+    check = compile_object(schema)
+    assert check({}) == f"missing required property {name}"
+    assert check({name: "abcd"}) == f"{name}: is longer (4) than maxLength 3"
+    assert check({name: "abc"}) == f"{name}: 'abc' is not one of enum values"
+    assert check({name: "x'y", "note": None}) is None
+    assert check({name: "ab", "note": "x"}) == "note: is not const value '); 1/0 #"
+    assert check({name: "ab", "count": 10}) == "count: is higher than maximum 9"
+    assert check({name: "ab", "count": None}) == "count: must not be null"
+    assert check({name: "ab", "count": True}) == "count: has unexpected type bool"
