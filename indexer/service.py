@@ -23,7 +23,7 @@ from indexer.identity import IdentityResolver
 from indexer.netguard import GuardedBackend, GuardedTransport
 from indexer.store import Store
 from indexer.workqueue import WorkQueue
-from indexer.writer import Writer
+from indexer.writer import Writer, share_gil_promptly
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +44,7 @@ class Indexer:
         self.store = store
         if replay_from is not None:
             store.rewind(replay_from, "replay")
+        share_gil_promptly()
         self.writer = Writer(store)
         self._max_future_us = int(settings.future_skew_seconds * 1_000_000)
         self.planner = Planner(store.known_dids(), self._max_future_us)

@@ -40,7 +40,7 @@ from indexer.consumer import Consumer
 from indexer.events import Event
 from indexer.store import Store
 from indexer.workqueue import WorkQueue
-from indexer.writer import Writer
+from indexer.writer import Writer, share_gil_promptly
 
 SEED = 2026
 
@@ -81,6 +81,7 @@ def _settings(url: str, **overrides: object) -> Settings:
 
 
 async def bench_ours(url: str, last_us: int, db: Path, compress: bool) -> tuple[float, int]:
+    share_gil_promptly()  # as the Indexer does
     store = Store(db)
     writer = Writer(store)
     planner = Planner()
