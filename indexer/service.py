@@ -21,9 +21,10 @@ from indexer.consumer import Consumer
 from indexer.events import Commit, Event
 from indexer.identity import IdentityResolver
 from indexer.netguard import GuardedBackend, GuardedTransport
+from indexer.runtime import tune_for_ingest
 from indexer.store import Store
 from indexer.workqueue import WorkQueue
-from indexer.writer import Writer, share_gil_promptly
+from indexer.writer import Writer
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +45,7 @@ class Indexer:
         self.store = store
         if replay_from is not None:
             store.rewind(replay_from, "replay")
-        share_gil_promptly()
+        tune_for_ingest()
         self.writer = Writer(store)
         self._max_future_us = int(settings.future_skew_seconds * 1_000_000)
         self.planner = Planner(store.known_dids(), self._max_future_us)
@@ -114,9 +115,8 @@ class Indexer:
 
     def _emit(self, events: list[Event], source: str) -> Awaitable[None]:
         """Plan now, on the event loop (overlapping the previous commit); commit when awaited."""
-        kinds = Counter(type(event).__name__.lower() for event in events)
-        for kind, n in kinds.items():
-            metrics.EVENTS_RECEIVED.labels(kind=kind).inc(n)
+        for kind, n in Counter(map(type, events)).items():
+            metrics.EVENTS_RECEIVED.labels(kind=kind.__name__.lower()).inc(n)
         return self._commit(self.planner.plan(events), source)
 
     async def _commit(self, batch: Batch, source: str) -> None:

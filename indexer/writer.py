@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sys
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
@@ -19,17 +18,6 @@ from indexer.store import CheckResult, Store
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-SWITCH_INTERVAL_SECONDS = 0.0005
-
-
-def share_gil_promptly() -> None:
-    """Shorten CPython's GIL switch interval for this process (default 5 ms).
-
-    DuckDB releases the GIL while it works, but the writer needs it back after every call, and the
-    receive loop rarely gives it up on its own: at 5 ms the writer queued behind it for up to 5 ms per
-    call, about 40 ms a batch. At 0.5 ms ingest went from ~34k to ~42k events/s (scripts/bench_ingest.py).
-    """
-    sys.setswitchinterval(SWITCH_INTERVAL_SECONDS)
 
 
 class Writer:
