@@ -27,6 +27,7 @@ Reason = Callable[[Any], str]
 _STRING_KEYS = {"type", "description", "maxLength", "minLength", "enum", "const", "format", "default", "knownValues"}
 _INTEGER_KEYS = {"type", "description", "minimum", "maximum", "enum", "const", "default"}
 _BOOLEAN_KEYS = {"type", "description", "default"}
+_KINDS = {"string": ("str", _STRING_KEYS), "integer": ("int", _INTEGER_KEYS), "boolean": ("bool", _BOOLEAN_KEYS)}
 _MISSING = object()
 
 
@@ -58,10 +59,9 @@ def compile_object(schema: dict[str, Any]) -> ObjectCheck:
 def _property(code: _Code, name: str, schema: dict[str, Any]) -> None:
     """The checks of one present, non-null value `v`, one level inside the object's function."""
     kind = schema.get("type")
-    expected = {"string": "str", "integer": "int", "boolean": "bool"}.get(kind)
-    if expected is None:
+    if kind not in _KINDS:
         raise UnsupportedSchema(f"{name}: type {kind!r} does not compile")
-    allowed = {"string": _STRING_KEYS, "integer": _INTEGER_KEYS, "boolean": _BOOLEAN_KEYS}[kind]
+    expected, allowed = _KINDS[kind]
     extra = set(schema) - allowed
     if extra:
         raise UnsupportedSchema(f"{name}: {kind} rules {sorted(extra)} do not compile")
