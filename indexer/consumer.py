@@ -2,8 +2,9 @@
 
 It knows nothing of the store: it is handed `emit(events, source)` and resumes from the cursor of the last
 batch `emit` accepted, never from what was merely received, so a failed batch is fetched again rather than
-skipped. One batch is in flight while the next fills. `websockets.connect` used as an iterator would reuse
-one URL forever; this loop rebuilds the URL, with the current cursor, on every attempt.
+skipped. Batches in flight (one by default) overlap the filling of the next. `websockets.connect` used as
+an iterator would reuse one URL forever; this loop rebuilds the URL, with the current cursor, on every
+attempt.
 
 Reconnects back off exponentially with jitter (reset only after progress) and rotate across hosts. A
 watchdog pings; a connection with neither a message nor a pong for `stall_seconds` is dead. A host that
@@ -17,6 +18,7 @@ import asyncio
 import contextlib
 import logging
 import random
+from collections import deque
 from collections.abc import Awaitable, Callable
 
 import websockets
@@ -45,8 +47,12 @@ class Consumer:
         collections: tuple[str, ...] = (TRACK_COLLECTION,),
         decoder: FrameDecoder | None = None,
         rng: random.Random | None = None,
+        max_in_flight: int = 1,
     ) -> None:
+        """`max_in_flight` above 1 starts a batch's awaitable before the previous one has finished: only
+        for an `emit` that keeps batches in order and, once one fails, refuses the rest (the feed)."""
         self.settings = settings
+        self._max_in_flight = max_in_flight
         self.cursor = cursor
         self._emit = emit
         self._collections = list(collections)
@@ -54,10 +60,11 @@ class Consumer:
         self._rng = rng or random.Random()
         self._host = 0
         self.connected_to: str | None = None
+        self.connections = 0  # attempts so far: tells a batch of this connection from one of the last
         self._rewind_first = rewind_first
         self._stopping = asyncio.Event()
         self._pending: list[Event] = []
-        self._inflight: asyncio.Task[None] | None = None
+        self._inflight: deque[asyncio.Task[None]] = deque()
         self._ship_lock = asyncio.Lock()
         self._last_message = 0.0
         self._last_ours = 0.0
@@ -75,6 +82,7 @@ class Consumer:
             base = self.settings.jetstream_urls[self._host]
             cursor = None if self.cursor is None else self.cursor - rewind_us
             url = subscribe_url(base, self._collections, cursor, self.settings.jetstream_compress)
+            self.connections += 1
             received, reason = await self._connect(url, base)
             if self._stopping.is_set():
                 break
@@ -192,11 +200,12 @@ class Consumer:
                 break
         await ws.close()
 
-    async def _ship(self, source: str) -> None:
-        """Hand what is pending to `emit` now, and start it once the batch in flight has succeeded.
+    async def _ship(self, source: str, *, drain: bool = False) -> None:
+        """Hand what is pending to `emit` now, and start it once there is room among the batches in flight.
 
-        Calling `emit` before awaiting the previous batch lets its synchronous part (planning) overlap
-        that batch's commit, while commits still happen one at a time and in order.
+        Calling `emit` before awaiting the batches in flight lets its synchronous part (planning) overlap
+        their commits; with `max_in_flight` 1 a batch's awaitable starts only after the previous one has
+        succeeded, so a failure stops everything after it. `drain` waits for every batch in flight.
         """
         async with self._ship_lock:
             events, started = self._pending, None
@@ -207,21 +216,25 @@ class Consumer:
                 except Exception as exc:
                     log.exception("batch could not be prepared events=%d", len(events))
                     raise EmitFailed(str(exc)) from exc
-            if self._inflight is not None:
-                inflight, self._inflight = self._inflight, None
-                try:
-                    await inflight
-                except EmitFailed:
-                    self._pending.clear()
-                    if asyncio.iscoroutine(started):
-                        started.close()
-                    raise
+            room = 0 if drain else self._max_in_flight - (started is not None)
+            try:
+                while self._inflight and (len(self._inflight) > room or self._inflight[0].done()):
+                    await self._inflight[0]
+                    self._inflight.popleft()
+            except EmitFailed:
+                self._pending.clear()
+                if asyncio.iscoroutine(started):
+                    started.close()
+                for task in self._inflight:
+                    task.cancel()
+                await asyncio.gather(*self._inflight, return_exceptions=True)
+                self._inflight.clear()
+                raise
             if started is not None:
-                self._inflight = asyncio.create_task(self._send(events, started))
+                self._inflight.append(asyncio.create_task(self._send(events, started)))
 
     async def _drain(self, source: str) -> None:
-        await self._ship(source)
-        await self._ship(source)
+        await self._ship(source, drain=True)
 
     async def _send(self, events: list[Event], started: Awaitable[object]) -> None:
         try:
