@@ -20,6 +20,7 @@ import anyio.to_thread
 from indexer.audio_check import AudioResult, AudioState
 from indexer.changes import Planner
 from indexer.events import TRACK_COLLECTION, Commit
+from indexer.staging import stage
 from indexer.store import Store, now_us
 from indexer.writer import Writer
 
@@ -53,7 +54,7 @@ class LocalIndex:
             self._planner = Planner(await anyio.to_thread.run_sync(self._store.known_dids), self._max_future_us)
         if audio is not None:
             await self._writer.record_audio([audio])
-        batch = self._planner.plan([commit])
+        batch = stage(self._planner.plan([commit]))
         batch.cursor = None  # not a Jetstream event: the stream's cursor must not move
         try:
             await self._writer.apply(batch, None)

@@ -24,6 +24,7 @@ from indexer import __version__
 from indexer.config import Settings
 from indexer.errors import RelayError
 from indexer.jetstream import parse_cursor
+from indexer.runtime import configure_logging
 from indexer.store import Store
 
 log = logging.getLogger("relay_appview")
@@ -37,11 +38,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         settings = _settings(args)
-        logging.basicConfig(
-            level=settings.log_level.upper(),
-            format="%(asctime)s %(levelname)s %(name)s %(message)s",
-            stream=sys.stderr,
-        )
+        configure_logging(settings.log_level)
         return args.handler(args, settings)
     except RelayError as exc:
         print(f"relay-appview: {exc.reason}", file=sys.stderr)

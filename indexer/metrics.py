@@ -1,4 +1,4 @@
-"""Prometheus metrics shared by the indexer and the API (one process, one registry)."""
+"""Prometheus metrics of the indexer and the API, served by the process that runs them."""
 
 from prometheus_client import Counter, Gauge, Histogram
 
@@ -17,3 +17,33 @@ REQUEST_SECONDS = Histogram(
     ["endpoint"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
 )
+
+# Counted in the feed process, which Prometheus does not scrape: it reports their values, and the
+# scraped process adds what they gained since its last report.
+FEED_COUNTERS = (EVENTS_RECEIVED, REJECTIONS, RECONNECTS)
+CounterValues = dict[tuple[int, tuple[tuple[str, str], ...]], float]
+
+
+def feed_counter_values() -> CounterValues:
+    return {
+        (index, tuple(sorted(sample.labels.items()))): sample.value
+        for index, counter in enumerate(FEED_COUNTERS)
+        for family in counter.collect()
+        for sample in family.samples
+        if sample.name.endswith("_total")
+    }
+
+
+class CounterMirror:
+    """Carries one feed process's counters into this process's; a new feed process needs a new mirror."""
+
+    def __init__(self) -> None:
+        self._seen: CounterValues = {}
+
+    def update(self, values: CounterValues) -> None:
+        for key, value in values.items():
+            gained = value - self._seen.get(key, 0.0)
+            if gained > 0:
+                index, labels = key
+                FEED_COUNTERS[index].labels(**dict(labels)).inc(gained)
+                self._seen[key] = value

@@ -1,5 +1,6 @@
-"""The indexer as one long-running object: consumer → writer, with audio checks and handle lookups
-running beside it. `serve` runs it next to the API; `index` and `replay` run it alone.
+"""The indexer as one long-running object: a feed process (Jetstream → planned, staged batches) → the
+writer, with audio checks and handle lookups running beside it. `serve` runs it next to the API; `index`
+and `replay` run it alone.
 """
 
 from __future__ import annotations
@@ -7,21 +8,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import time
-from collections import Counter
-from collections.abc import Awaitable
 
 import httpx
 
 from indexer import metrics
 from indexer.audio_check import AudioChecker, AudioResult
-from indexer.changes import Batch, Planner
+from indexer.changes import Planner
 from indexer.config import Settings
-from indexer.consumer import Consumer
-from indexer.events import Commit, Event
+from indexer.events import Commit
+from indexer.feed import Ack, Feed, Start
 from indexer.identity import IdentityResolver
 from indexer.netguard import GuardedBackend, GuardedTransport
 from indexer.runtime import tune_for_ingest
+from indexer.staging import StagedBatch, stage
 from indexer.store import Store
 from indexer.workqueue import WorkQueue
 from indexer.writer import Writer
@@ -45,27 +46,30 @@ class Indexer:
         self.store = store
         if replay_from is not None:
             store.rewind(replay_from, "replay")
+        self._rewind_first = replay_from is None
         tune_for_ingest()
         self.writer = Writer(store)
         self._max_future_us = int(settings.future_skew_seconds * 1_000_000)
-        self.planner = Planner(store.known_dids(), self._max_future_us)
+        self.planner = Planner(store.known_dids(), self._max_future_us)  # for local writes (publishing)
         self._checker = checker
         self._identity = identity
         stored = store.cursor()
-        self.consumer = Consumer(
-            settings, self._emit, stored.time_us if stored else None, rewind_first=replay_from is None
-        )
+        self.cursor = stored.time_us if stored else None
+        self._feed: Feed | None = None
+        self._stopping = asyncio.Event()
         self.audio: WorkQueue[str, AudioResult] | None = None
         self.handles: WorkQueue[str, tuple[str, str | None] | None] | None = None
 
     def stop(self) -> None:
-        self.consumer.stop()
+        self._stopping.set()
+        if self._feed is not None:
+            self._feed.stop()
 
     def status(self) -> dict[str, object]:
         """For /xrpc/_health: where the indexer reads from and how much work it has in hand."""
         return {
-            "jetstream": self.consumer.connected_to,
-            "cursor": self.consumer.cursor,
+            "jetstream": self._feed.connected_to if self._feed else None,
+            "cursor": self.cursor,
             "audioChecksOutstanding": self.audio.outstanding if self.audio else 0,
             "handleLookupsOutstanding": self.handles.outstanding if self.handles else 0,
         }
@@ -83,13 +87,52 @@ class Indexer:
             self.handles.submit(self.store.unresolved_dids())
             workers = [asyncio.create_task(self.audio.run()), asyncio.create_task(self.handles.run())]
             try:
-                await self.consumer.run()
+                await self._follow()
             finally:
                 for worker in workers:
                     worker.cancel()
                 await asyncio.gather(*workers, return_exceptions=True)
                 self.writer.close()
-        log.info("indexer stopped cursor=%s", self.consumer.cursor)
+        log.info("indexer stopped cursor=%s", self.cursor)
+
+    async def _follow(self) -> None:
+        """Run feed processes until stop(): a feed that dies is started again, from the stored cursor."""
+        failures = 0
+        while not self._stopping.is_set():
+            start = Start(self.settings, self.cursor, self._rewind_first, set(self.planner.known), self._max_future_us)
+            self._rewind_first = True
+            async with Feed(start) as feed:
+                self._feed = feed
+                if self._stopping.is_set():
+                    feed.stop()
+                committed = await self._write(feed)
+            self._feed = None
+            if self._stopping.is_set():
+                return
+            failures = 0 if committed else failures + 1
+            delay = random.uniform(0.5, 1.0) * min(self.settings.backoff_max_seconds, 2.0**failures)
+            log.error("feed process exited code=%s committed=%d restart_in=%.1fs", feed.exitcode, committed, delay)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), timeout=delay)
+
+    async def _write(self, feed: Feed) -> int:
+        """Commit the feed's batches in order, answering each; returns how many were committed."""
+        committed = 0
+        refused_through = -1  # a batch failed: refuse the rest of its connection (see indexer/feed.py)
+        async for shipped in feed:
+            if shipped.connection <= refused_through:
+                feed.ack(Ack(committed=False))
+                continue
+            try:
+                await self._commit(shipped.batch, shipped.source)
+            except Exception:
+                log.exception("batch failed; the feed reconnects from cursor=%s", self.cursor)
+                refused_through = shipped.connection
+                feed.ack(Ack(committed=False, known=set(self.planner.known)))
+                continue
+            feed.ack(Ack(committed=True))
+            committed += 1
+        return committed
 
     async def ingest_local(self, commit: Commit, audio: AudioResult | None, handle: str | None) -> None:
         """Index a record this process just wrote to its author's PDS, as its Jetstream copy will be
@@ -97,11 +140,14 @@ class Indexer:
         document's, for an account seen here for the first time."""
         if audio is not None:
             await self.writer.record_audio([audio])
-        batch = self.planner.plan([commit])
+        batch = stage(self.planner.plan([commit]))
         batch.cursor = None  # not a Jetstream event: the stream's cursor must not move
         await self._commit(batch, None)
-        if handle is not None and batch.new_accounts:
-            await self.writer.set_handles({did: handle for did in batch.new_accounts})
+        if batch.new_accounts:
+            if self._feed is not None:
+                self._feed.add_known(batch.new_accounts)
+            if handle is not None:
+                await self.writer.set_handles({did: handle for did in batch.new_accounts})
 
     async def _default_identity(self, stack: contextlib.AsyncExitStack) -> IdentityResolver:
         timeout = httpx.Timeout(self.settings.audio_timeout_seconds)
@@ -113,24 +159,20 @@ class Indexer:
         )
         return IdentityResolver(self.settings.plc_url, plc, web)
 
-    def _emit(self, events: list[Event], source: str) -> Awaitable[None]:
-        """Plan now, on the event loop (overlapping the previous commit); commit when awaited."""
-        for kind, n in Counter(map(type, events)).items():
-            metrics.EVENTS_RECEIVED.labels(kind=kind.__name__.lower()).inc(n)
-        return self._commit(self.planner.plan(events), source)
-
-    async def _commit(self, batch: Batch, source: str) -> None:
+    async def _commit(self, batch: StagedBatch, source: str | None) -> None:
         try:
             pending = await self.writer.apply(batch, source)
         except Exception:
-            # Rolled back: forget the accounts the planner learned from batches that were not stored.
+            # Rolled back: forget the accounts learned from batches that were not stored.
             self.planner = Planner(self.store.known_dids(), self._max_future_us)
             raise
+        self.planner.known.update(batch.new_accounts)
         if pending and self.audio is not None:
             self.audio.submit(pending)
         if batch.identities and self.handles is not None:
             self.handles.submit(batch.identities)
         if batch.cursor is not None:
+            self.cursor = batch.cursor if self.cursor is None else max(self.cursor, batch.cursor)
             metrics.INDEXER_LAG.set(max(time.time() - batch.cursor / 1_000_000, 0.0))
 
     async def _record_handles(self, results: list[tuple[str, str | None] | None]) -> None:

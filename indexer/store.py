@@ -20,8 +20,8 @@ from typing import Protocol
 import duckdb
 import pyarrow as pa
 
-from indexer.changes import Batch
 from indexer.schema import MIGRATIONS
+from indexer.staging import StagedBatch
 
 log = logging.getLogger(__name__)
 
@@ -100,13 +100,13 @@ class Store:
 
     # -- writes (writer thread only) ---------------------------------------------------------------
 
-    def apply(self, batch: Batch, source: str | None = None) -> list[str]:
+    def apply(self, batch: StagedBatch, source: str | None = None) -> list[str]:
         """Commit a batch and its cursor; return the audio URLs that now need a check."""
         stamp = self._stamp()
         pending: list[str] = []
         with self._transaction() as con:
             if batch.new_accounts:
-                con.register("new_accounts", pa.table({"did": sorted(batch.new_accounts)}))
+                con.register("new_accounts", pa.table({"did": batch.new_accounts}))
                 con.execute(
                     "INSERT INTO accounts (did, first_seen_us) SELECT did, ? FROM new_accounts "
                     "ON CONFLICT DO NOTHING",
@@ -115,8 +115,8 @@ class Store:
                 con.unregister("new_accounts")
             if batch.accounts:
                 self._apply_accounts(con, batch)
-            if batch.tracks:
-                pending = self._apply_tracks(con, batch, stamp)
+            if batch.tracks is not None:
+                pending = self._apply_tracks(con, batch.tracks, stamp)
             if batch.accounts:
                 self._apply_visibility(con, batch, stamp)
             if batch.rejections:
@@ -136,27 +136,7 @@ class Store:
             self.generation += 1
         return pending
 
-    def _apply_tracks(self, con: duckdb.DuckDBPyConnection, batch: Batch, stamp: int) -> list[str]:
-        changes = list(batch.tracks.values())
-        tracks = [c.track for c in changes]
-        staged = pa.table(
-            {
-                "did": [c.did for c in changes],
-                "rkey": [c.rkey for c in changes],
-                "rev": [c.rev for c in changes],
-                "cid": [c.cid for c in changes],
-                "deleted": [t is None for t in tracks],
-                "title": [t.title if t else None for t in tracks],
-                "artist": [t.artist if t else None for t in tracks],
-                "album": [t.album if t else None for t in tracks],
-                "audio_url": [t.audio_url if t else None for t in tracks],
-                "file_type": [t.file_type if t else None for t in tracks],
-                "duration": pa.array([t.duration if t else None for t in tracks], pa.int32()),
-                "created_at": [t.created_at if t else None for t in tracks],
-                "created_us": pa.array([t.created_us if t else None for t in tracks], pa.int64()),
-                "event_time_us": [c.time_us for c in changes],
-            }
-        )
+    def _apply_tracks(self, con: duckdb.DuckDBPyConnection, staged: pa.Table, stamp: int) -> list[str]:
         con.register("staged", staged)
         fresh_after = stamp - self._recheck_us
         try:
@@ -170,14 +150,14 @@ class Store:
             con.unregister("staged")
         return [url for (url,) in rows]
 
-    def _apply_accounts(self, con: duckdb.DuckDBPyConnection, batch: Batch) -> None:
+    def _apply_accounts(self, con: duckdb.DuckDBPyConnection, batch: StagedBatch) -> None:
         con.executemany(
             "UPDATE accounts SET active = ?, status = ?, seq = ? WHERE did = ? AND seq < ?",
-            [(c.active, c.status, c.seq, c.did, c.seq) for c in batch.accounts.values()],
+            [(c.active, c.status, c.seq, c.did, c.seq) for c in batch.accounts],
         )
 
-    def _apply_visibility(self, con: duckdb.DuckDBPyConnection, batch: Batch, stamp: int) -> None:
-        con.register("changed", pa.table({"did": list(batch.accounts)}))
+    def _apply_visibility(self, con: duckdb.DuckDBPyConnection, batch: StagedBatch, stamp: int) -> None:
+        con.register("changed", pa.table({"did": [c.did for c in batch.accounts]}))
         try:
             con.execute(
                 "UPDATE tracks SET hidden = NOT a.active, changed_us = ? FROM accounts a "

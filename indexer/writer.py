@@ -1,7 +1,7 @@
 """The single writer: every change to the index runs on one thread, in order.
 
 DuckDB takes one writer, and it releases the GIL while it works: with commits on their own thread, the
-event loop keeps receiving and planning the next batch while the previous one is written.
+event loop stays free for the API, the audio checks and the feed process's next batch.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
 from indexer import metrics
-from indexer.changes import Batch
+from indexer.staging import StagedBatch
 from indexer.store import CheckResult, Store
 
 log = logging.getLogger(__name__)
@@ -25,7 +25,7 @@ class Writer:
         self.store = store
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="relay-writer")
 
-    async def apply(self, batch: Batch, source: str | None) -> list[str]:
+    async def apply(self, batch: StagedBatch, source: str | None) -> list[str]:
         """Commit a planned batch with its cursor; returns the audio URLs that now need a check."""
         pending = await self._run(self.store.apply, batch, source)
         _count(batch)
@@ -44,7 +44,7 @@ class Writer:
         return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
 
 
-def _count(batch: Batch) -> None:
+def _count(batch: StagedBatch) -> None:
     for kind, n in batch.counts.items():
         if kind != "rejected":
             metrics.EVENTS_APPLIED.labels(kind=kind).inc(n)

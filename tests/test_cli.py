@@ -14,6 +14,7 @@ import pytest
 from indexer.changes import Planner
 from indexer.cli import _parser
 from indexer.events import parse
+from indexer.staging import stage
 from indexer.store import Store
 from tests.servers.events import commit, track_record
 
@@ -49,7 +50,7 @@ def test_status_reports_cursor_states_and_rejections(tmp_path: Path) -> None:
         commit(DID, "3mmoojp7etg2g", "3mmoojp7vgo2a", "create", good, time_us=1779719009000000),
         commit(DID, "3mmoojp7etg2h", "3mmoojp7vgo2b", "create", bad, time_us=1779719009000001),
     ]
-    store.apply(Planner().plan([parse(orjson.dumps(e)) for e in events]), "ws://127.0.0.1:9/subscribe")
+    store.apply(stage(Planner().plan([parse(orjson.dumps(e)) for e in events])), "ws://127.0.0.1:9/subscribe")
     store.close()
 
     text = run("status", "--db", "relay.duckdb", cwd=tmp_path)

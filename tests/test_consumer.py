@@ -16,6 +16,7 @@ from indexer.changes import Planner
 from indexer.config import Settings
 from indexer.consumer import Consumer
 from indexer.events import Event
+from indexer.staging import stage
 from indexer.store import Store
 from indexer.writer import Writer
 from tests.servers.events import account, commit, golden_events, identity, now_us, track_record
@@ -69,7 +70,7 @@ class Harness:
             self.fail_batches -= 1
             raise RuntimeError("disk full")
         self.batches.append(events)
-        await self.writer.apply(self.planner.plan(events), source)
+        await self.writer.apply(stage(self.planner.plan(events)), source)
 
     def count(self, sql: str = "SELECT count(*) FROM tracks") -> int:
         return self.store.reader().execute(sql).fetchone()[0]

@@ -13,17 +13,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import orjson
-
-from indexer.changes import Planner
-from indexer.events import parse
 from indexer.store import Store
+from tests.reference import reference, snapshot
 from tests.servers.audio import AudioServer
 from tests.servers.events import synthetic_track_events, track_record
 from tests.servers.jetstream import JetstreamServer
 from tests.waiting import eventually
 
-FIELDS = "did, rkey, rev, cid, deleted, hidden, title, artist, album, audio_url, file_type, duration, created_at"
 N_EVENTS = 40_000
 
 
@@ -58,34 +54,17 @@ async def start(args: list[str], db: Path, server: JetstreamServer) -> asyncio.s
 
 
 
-def reference(path: Path, events: list[dict[str, Any]], verified: list[str] = ()) -> list[tuple]:
-    """What a clean, uninterrupted run makes of `events`: the planner and store in-process, one batch."""
-    store = Store(path)
-    store.apply(Planner().plan([parse(orjson.dumps(e)) for e in events]), "reference")
-    store.record_audio([_Verified(url) for url in verified])
-    rows = snapshot(store, with_audio=bool(verified))
-    store.close()
-    return rows
-
-
-class _Verified:
-    def __init__(self, url: str) -> None:
-        self.url, self.state, self.reason, self.status, self.content_type = url, "verified", "HTTP 200", 200, "audio/mpeg"
-
-
-def snapshot(store: Store, with_audio: bool = False) -> list[tuple]:
-    columns = FIELDS + (", audio_state" if with_audio else "")
-    return store.reader().execute(f"SELECT {columns} FROM tracks ORDER BY did, rkey").fetchall()
-
-
 async def test_sigkill_mid_batch_then_restart_equals_a_clean_run(tmp_path: Path, audio_server: AudioServer) -> None:
     events = make_events(audio_server)
     db = tmp_path / "crash.duckdb"
     async with JetstreamServer(events) as server:
         process = await start(["replay", "--cursor", str(events[0]["time_us"])], db, server)
         await eventually(lambda: bool(server.connections) and server.connections[0].sent >= N_EVENTS // 2, 60.0)
+        helpers = children(process.pid)  # the feed process (and multiprocessing's resource tracker)
+        assert helpers
         process.send_signal(signal.SIGKILL)
         assert await process.wait() == -signal.SIGKILL
+        await eventually(lambda: not any(alive(pid) for pid in helpers))  # none outlives the indexer
 
         # After the kill the index holds exactly the events up to the stored cursor: no half batch.
         store = Store(db)
@@ -108,3 +87,15 @@ async def test_sigkill_mid_batch_then_restart_equals_a_clean_run(tmp_path: Path,
     assert snapshot(store, with_audio=True) == reference(tmp_path / "clean.duckdb", events, urls)
     assert store.cursor().time_us == events[-1]["time_us"]
     store.close()
+
+
+def children(pid: int) -> list[int]:
+    return [int(child) for task in Path(f"/proc/{pid}/task").iterdir() for child in (task / "children").read_text().split()]
+
+
+def alive(pid: int) -> bool:
+    """Running, as opposed to gone or a zombie nobody has reaped yet."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False

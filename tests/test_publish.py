@@ -19,6 +19,7 @@ from indexer import lexicons, tid
 from indexer.config import Settings
 from indexer.events import parse
 from indexer.service import Indexer
+from indexer.staging import stage
 from indexer.store import Store
 from tests.fixtures.pds import LocalPds
 from tests.fixtures.publish import DATA, PublishService, start_service, write_wav
@@ -216,7 +217,7 @@ def test_with_the_indexer_in_process_its_writer_indexes_the_track_and_jetstreams
         # The same create as Jetstream delivers it: same rev (from the PDS commit), same cid.
         copy = events.commit(account.did, row["rkey"], row["rev"], "create", stored["value"], cid=stored["cid"])
         indexer = indexers[0]
-        asyncio.run(indexer.writer.apply(indexer.planner.plan([parse(orjson.dumps(copy))]), "jetstream"))
+        asyncio.run(indexer.writer.apply(stage(indexer.planner.plan([parse(orjson.dumps(copy))])), "jetstream"))
 
         assert (row["cid"], row["audio_state"], row["title"]) == (published["cid"], "verified", "Loopback Blues")
         assert service.rows() == [row]

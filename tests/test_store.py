@@ -9,6 +9,7 @@ import pytest
 
 from indexer.changes import Planner
 from indexer.events import parse
+from indexer.staging import stage
 from indexer.store import Store
 from tests.servers.events import account, commit, identity, now_us, track_record
 
@@ -33,7 +34,7 @@ class Index:
         self.planner = Planner(self.store.known_dids())
 
     def apply(self, *events: dict[str, Any]) -> list[str]:
-        return self.store.apply(self.planner.plan([parse(orjson.dumps(e)) for e in events]), "test")
+        return self.store.apply(stage(self.planner.plan([parse(orjson.dumps(e)) for e in events])), "test")
 
     def rows(self) -> list[tuple]:
         return self.store.reader().execute(
@@ -209,7 +210,7 @@ def test_failed_batch_rolls_back_everything_including_the_cursor(index: Index) -
     t = now_us()
     index.apply(create("3mmoojp7vgo2a", time_us=t))
     before = (index.rows(), index.store.cursor().time_us)
-    batch = index.planner.plan([parse(orjson.dumps(create("3mmoojp7vgo2b", "X", time_us=t + 10)))])
+    batch = stage(index.planner.plan([parse(orjson.dumps(create("3mmoojp7vgo2b", "X", time_us=t + 10)))]))
     batch.rejections.append(None)  # type: ignore[arg-type]  # explodes after the track upsert ran
     with pytest.raises(AttributeError):
         index.store.apply(batch, "test")
