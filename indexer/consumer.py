@@ -231,18 +231,19 @@ class Consumer:
                 self._inflight.clear()
                 raise
             if started is not None:
-                self._inflight.append(asyncio.create_task(self._send(events, started)))
+                # Only the newest time is kept: the events themselves can go as soon as emit is done with them.
+                newest = max(event.time_us for event in events)
+                self._inflight.append(asyncio.create_task(self._send(newest, len(events), started)))
 
     async def _drain(self, source: str) -> None:
         await self._ship(source, drain=True)
 
-    async def _send(self, events: list[Event], started: Awaitable[object]) -> None:
+    async def _send(self, newest: int, count: int, started: Awaitable[object]) -> None:
         try:
             await started
         except Exception as exc:
-            log.exception("batch failed; reconnecting from cursor=%s events=%d", self.cursor, len(events))
+            log.exception("batch failed; reconnecting from cursor=%s events=%d", self.cursor, count)
             raise EmitFailed(str(exc)) from exc
-        newest = max(event.time_us for event in events)
         self.cursor = newest if self.cursor is None else max(self.cursor, newest)
 
 
