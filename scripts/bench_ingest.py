@@ -3,8 +3,8 @@
 
 A local Jetstream v1 server (its own process, like a remote host) replays N app.relay.track commits
 (mostly creates, some updates and deletes, a Zipf-like spread of accounts). Measured, side by side:
-  ours     Consumer + planner (lexicon validation) + Writer (batched DuckDB upserts with the cursor) into a
-           fresh file, plain JSON and zstd frames (both under the interpreter settings the Indexer sets)
+  ours     the Indexer's path: a feed process (Consumer + planner with lexicon validation + staging) and
+           the Writer (batched DuckDB upserts with the cursor) into a fresh file, plain JSON and zstd frames
   naive    one INSERT ... ON CONFLICT and one commit per event, written below (run on the first --naive events)
   ceiling  websocket receive + orjson parse only
 Audio checks: our AudioChecker + work queue + store writes, against a bare httpx HEAD loop at the same
@@ -24,7 +24,6 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -35,10 +34,8 @@ import orjson
 import websockets
 
 from indexer.audio_check import AudioChecker
-from indexer.changes import Planner
 from indexer.config import Settings
-from indexer.consumer import Consumer
-from indexer.events import Event
+from indexer.feed import Ack, Feed, Start
 from indexer.runtime import tune_for_ingest
 from indexer.store import Store
 from indexer.workqueue import WorkQueue
@@ -82,38 +79,46 @@ def _settings(url: str, **overrides: object) -> Settings:
     return Settings(jetstream_urls=(url,), jetstream_compress=False, audio_allow_insecure=True).replace(**overrides)
 
 
-async def bench_ours(url: str, last_us: int, db: Path, compress: bool) -> tuple[float, int]:
+async def bench_ours(url: str, last_us: int, db: Path, compress: bool) -> tuple[float, float]:
+    """The Indexer's ingest path: a feed process (receive, parse, validate, plan, stage) and this process's
+    writer, acknowledging each batch. The clock starts once the feed process is up (imports done).
+    Returns events/s and the feed process's peak RSS in MB."""
     tune_for_ingest()  # as the Indexer does
     store = Store(db)
     writer = Writer(store)
-    planner = Planner()
-    done = asyncio.Event()
+    start = Start(_settings(url, jetstream_compress=compress), 0, False, set(), 86_400_000_000)
     applied = 0
-
-    def emit(events: list[Event], source: str) -> Awaitable[None]:
-        batch = planner.plan(events)  # as the indexer does: plan now, commit when awaited
-
-        async def commit() -> None:
-            nonlocal applied
-            await writer.apply(batch, source)
-            applied += len(events)
-            if batch.cursor is not None and batch.cursor >= last_us:
-                done.set()
-
-        return commit()
-
-    consumer = Consumer(_settings(url, jetstream_compress=compress), emit, 0, rewind_first=False)
-    start = time.perf_counter()
-    task = asyncio.create_task(consumer.run())
-    await done.wait()
-    elapsed = time.perf_counter() - start
-    consumer.stop()
-    await task
+    starting = time.perf_counter()
+    async with Feed(start) as feed:
+        began = time.perf_counter()
+        async for shipped in feed:
+            await writer.apply(shipped.batch, shipped.source)
+            feed.ack(Ack(committed=True))
+            applied += shipped.events
+            if shipped.batch.cursor is not None and shipped.batch.cursor >= last_us:
+                break
+        elapsed = time.perf_counter() - began
+        feed_peak_mb = _peak_rss_mb(feed.pid)
+        feed.stop()
+        async for _ in feed:  # what it held when stopped
+            feed.ack(Ack(committed=False))
     writer.close()
     rows = store.reader().execute("SELECT count(*) FROM tracks").fetchone()[0]
     store.close()
-    print(f"  ours{' (compress=true)' if compress else ''}: {applied} events in {elapsed:.2f}s, {rows} rows")
-    return applied / elapsed, rows
+    print(
+        f"  ours{' (compress=true)' if compress else ''}: {applied} events in {elapsed:.2f}s, {rows} rows "
+        f"(feed process started in {began - starting:.2f}s)"
+    )
+    return applied / elapsed, feed_peak_mb
+
+
+def _peak_rss_mb(pid: int | None) -> float:
+    """VmHWM, not getrusage(RUSAGE_CHILDREN): a spawned child's ru_maxrss keeps the RSS of the parent it
+    was forked from before exec, which would count this process twice."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no VmHWM for pid {pid}")
 
 
 NAIVE_UPSERT = """
@@ -237,12 +242,17 @@ def main() -> None:
             # One warm-up (imports, page cache), then ours and the ceiling interleaved, --runs times each, so
             # that drift in the machine's speed falls on both alike; each figure is the median of its runs.
             await bench_ours(url, last_us, Path(tmp) / "warmup.duckdb", compress=False)
-            ours_runs, ceiling_runs = [], []
+            ours_runs, ceiling_runs, feed_peaks = [], [], []
             for i in range(args.runs):
-                ours_runs.append((await bench_ours(url, last_us, Path(tmp) / f"ours{i}.duckdb", compress=False))[0])
+                rate, feed_peak = await bench_ours(url, last_us, Path(tmp) / f"ours{i}.duckdb", compress=False)
+                ours_runs.append(rate)
+                feed_peaks.append(feed_peak)
                 ceiling_runs.append(await bench_ceiling(url, args.events))
             ours, ceiling = statistics.median(ours_runs), statistics.median(ceiling_runs)
-            peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+            # The indexer is this process (writer, bench harness) and its feed process.
+            peaks = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, max(feed_peaks))
+            peak_rss_mb = sum(peaks)
+            print(f"  peak RSS: indexing process {peaks[0]:.0f} MB, feed process {peaks[1]:.0f} MB")
             ours_zstd, _ = await bench_ours(url, last_us, Path(tmp) / "ours_zstd.duckdb", compress=True)
             naive = await bench_naive(url, Path(tmp) / "naive.duckdb", args.naive)
             urls = [f"{audio_base}/audio/{i:06d}.mp3" for i in range(args.checks)]
