@@ -4,21 +4,18 @@ either side fails. A real Jetstream server, a real audio host, a real DuckDB fil
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import signal
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 from indexer import metrics
-from indexer.audio_check import AudioChecker
 from indexer.config import Settings
 from indexer.events import TRACK_COLLECTION, Commit
-from indexer.service import Indexer
 from indexer.staging import StagedBatch
 from indexer.store import Store
 from tests.reference import reference, snapshot
+from tests.running import running_indexer
 from tests.servers.audio import AudioServer
 from tests.servers.events import account, now_us, synthetic_track_events, track_record
 from tests.servers.jetstream import JetstreamServer
@@ -71,20 +68,6 @@ class FailingStore(Store):
         return super().apply(batch, source)
 
 
-@contextlib.asynccontextmanager
-async def running(settings: Settings, store: Store, cursor: int | None) -> AsyncIterator[Indexer]:
-    checker = AudioChecker(settings, retry_base_seconds=0.01)
-    indexer = Indexer(settings, store, replay_from=cursor, checker=checker)
-    task = asyncio.create_task(indexer.run())
-    try:
-        yield indexer
-    finally:
-        indexer.stop()
-        async with asyncio.timeout(20):
-            await task
-        await checker.aclose()
-
-
 def received(kind: str) -> float:
     return metrics.EVENTS_RECEIVED.labels(kind=kind)._value.get()
 
@@ -97,7 +80,7 @@ async def test_feed_killed_mid_stream_is_started_again_and_the_index_equals_a_cl
     store = Store(tmp_path / "db.duckdb")
     async with JetstreamServer(events) as server:
         settings = config(server)
-        async with running(settings, store, events[0]["time_us"]) as indexer:
+        async with running_indexer(settings, store, events[0]["time_us"]) as indexer:
             await eventually(lambda: indexer.cursor is not None and indexer.cursor > events[N_EVENTS // 4]["time_us"])
             first = indexer._feed
             assert first is not None and first.pid is not None
@@ -121,7 +104,7 @@ async def test_a_batch_that_fails_to_commit_is_refused_with_the_rest_of_its_conn
     before = received("commit")
     async with JetstreamServer(events) as server:
         store = FailingStore(tmp_path / "db.duckdb", fail_at=3, server=server)
-        async with running(config(server), store, events[0]["time_us"]) as indexer:
+        async with running_indexer(config(server), store, events[0]["time_us"]) as indexer:
             await eventually(lambda: indexer.cursor == last, 30.0)
         # Batches after the failed one were already shipped on the first connection; none was committed:
         # every commit after the failure holds events of the second connection, resumed from the cursor.
@@ -140,7 +123,7 @@ async def test_an_account_first_indexed_by_a_local_write_is_followed_by_the_feed
     record = track_record("Local", "Artist", audio_server.url("/audio/local.mp3"), created_at="2026-01-01T00:00:00Z")
     store = Store(tmp_path / "db.duckdb")
     async with JetstreamServer([]) as server:
-        async with running(config(server), store, None) as indexer:
+        async with running_indexer(config(server), store, None) as indexer:
             await eventually(lambda: indexer.status()["jetstream"] == server.url)
             await indexer.ingest_local(
                 Commit(did, now_us(), "3mmoojp7vgo2a", "create", TRACK_COLLECTION, "3mmoojp7vgo2a", record, "bafy"),

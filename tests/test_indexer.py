@@ -3,7 +3,6 @@ of the local PDS for handles."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -12,11 +11,11 @@ from typing import Any
 import httpx
 
 from indexer import tid
-from indexer.audio_check import AudioChecker
 from indexer.config import Settings
 from indexer.service import Indexer
 from indexer.store import Store
 from tests.fixtures.pds import LocalPds
+from tests.running import running_indexer
 from tests.servers.audio import AudioServer
 from tests.servers.events import account, commit, identity, now_us, track_record
 from tests.servers.jetstream import JetstreamServer
@@ -48,16 +47,10 @@ def create(did: str, url: str, title: str = "Song", t: int | None = None, **reco
 @contextlib.asynccontextmanager
 async def running(settings: Settings, path: Path, cursor: int | None) -> AsyncIterator[Indexer]:
     store = Store(path)
-    checker = AudioChecker(settings, retry_base_seconds=0.01)
-    indexer = Indexer(settings, store, replay_from=cursor, checker=checker)
-    task = asyncio.create_task(indexer.run())
     try:
-        yield indexer
+        async with running_indexer(settings, store, cursor) as indexer:
+            yield indexer
     finally:
-        indexer.stop()
-        async with asyncio.timeout(10):
-            await task
-        await checker.aclose()
         store.close()
 
 

@@ -1,0 +1,26 @@
+"""An Indexer running in the test's event loop over a store the test owns, stopped and drained on exit."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+from indexer.audio_check import AudioChecker
+from indexer.config import Settings
+from indexer.service import Indexer
+from indexer.store import Store
+
+
+@contextlib.asynccontextmanager
+async def running_indexer(settings: Settings, store: Store, cursor: int | None) -> AsyncIterator[Indexer]:
+    checker = AudioChecker(settings, retry_base_seconds=0.01)
+    indexer = Indexer(settings, store, replay_from=cursor, checker=checker)
+    task = asyncio.create_task(indexer.run())
+    try:
+        yield indexer
+    finally:
+        indexer.stop()
+        async with asyncio.timeout(20):
+            await task
+        await checker.aclose()
