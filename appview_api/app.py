@@ -24,16 +24,16 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from appview_api import methods
-from appview_api.audio_routes import audio_route
-from appview_api.local_index import PublishSink
+from appview_api.audio.routes import audio_route
 from appview_api.middleware import MetricsMiddleware
-from appview_api.pagination import CursorCodec, cursor_secret
-from appview_api.publish_routes import Publishing
+from appview_api.publish.local_index import PublishSink
+from appview_api.publish.routes import Publishing
+from appview_api.read import methods
+from appview_api.read.pagination import CursorCodec, cursor_secret
 from appview_api.xrpc import XrpcError, json_response
 from indexer import __version__
 from indexer.config import Settings
-from indexer.store import Store
+from indexer.db.store import Store
 
 log = logging.getLogger(__name__)
 

@@ -18,9 +18,9 @@ from typing import Protocol
 import uvicorn
 
 from appview_api.app import create_app
-from appview_api.local_index import PublishSink
+from appview_api.publish.local_index import PublishSink
 from indexer.config import Settings
-from indexer.store import Store
+from indexer.db.store import Store
 
 log = logging.getLogger(__name__)
 

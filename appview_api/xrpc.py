@@ -16,7 +16,7 @@ import orjson
 from lexrpc.base import ValidationError
 from starlette.responses import Response
 
-from indexer import lexicons
+from indexer.atproto import lexicons
 from indexer.errors import ConfigError, RelayError
 
 _INTEGER = re.compile(r"-?[0-9]{1,18}")  # int() would also take "1_0", " 7" and non-ASCII digits

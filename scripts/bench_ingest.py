@@ -33,13 +33,13 @@ import httpx
 import orjson
 import websockets
 
-from indexer.audio_check import AudioChecker
 from indexer.config import Settings
-from indexer.feed import Ack, Feed, Start
+from indexer.db.store import Store
+from indexer.db.writer import Writer
+from indexer.ingest.feed import Ack, Feed, Start
+from indexer.ingest.workqueue import WorkQueue
+from indexer.net.audio_check import AudioChecker
 from indexer.runtime import tune_for_ingest
-from indexer.store import Store
-from indexer.workqueue import WorkQueue
-from indexer.writer import Writer
 
 SEED = 2026
 

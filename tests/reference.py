@@ -7,10 +7,10 @@ from typing import Any
 
 import orjson
 
-from indexer.changes import Planner
-from indexer.events import parse
-from indexer.staging import stage
-from indexer.store import Store
+from indexer.db.store import Store
+from indexer.ingest.events import parse
+from indexer.ingest.planner import Planner
+from indexer.ingest.staging import stage
 
 FIELDS = "did, rkey, rev, cid, deleted, hidden, title, artist, album, audio_url, file_type, duration, created_at"
 

@@ -6,10 +6,10 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 
-from indexer.audio_check import AudioChecker
 from indexer.config import Settings
-from indexer.service import Indexer
-from indexer.store import Store
+from indexer.db.store import Store
+from indexer.ingest.service import Indexer
+from indexer.net.audio_check import AudioChecker
 
 
 @contextlib.asynccontextmanager

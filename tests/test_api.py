@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from appview_api.views import iso_micros
+from appview_api.read.views import iso_micros
 from tests.fixtures.api import ACTOR, ALICE, BOB, CAROL, FEED, PUBLIC_URL, SEARCH, TRACK, Api, at, start_api, uris
 from tests.servers.events import iso, now_us
 

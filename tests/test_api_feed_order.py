@@ -7,8 +7,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from appview_api import feed_order
-from appview_api.feed_order import FeedOrder
+from appview_api.read import feed_order
+from appview_api.read.feed_order import FeedOrder
 
 ops = st.lists(st.tuples(st.booleans(), st.integers(0, 40), st.integers(0, 400)), max_size=300)
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import httpx
 
-from indexer.store import Store
+from indexer.db.store import Store
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -22,7 +22,7 @@ _WITH_INDEXER = """
 import asyncio, sys
 from appview_api.server import serve
 from indexer.config import Settings
-from indexer.store import Store
+from indexer.db.store import Store
 
 class Recorder:
     def __init__(self, store):

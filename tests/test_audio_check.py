@@ -8,8 +8,8 @@ from collections.abc import AsyncIterator, Callable
 import pytest
 from prometheus_client import REGISTRY
 
-from indexer.audio_check import AudioChecker, AudioResult, AudioState, judge
 from indexer.config import Settings
+from indexer.net.audio_check import AudioChecker, AudioResult, AudioState, judge
 from tests.fixtures.audio import FAKE_PUBLIC_IP, DialRecorder, FakeResolver, SelfSignedCert
 from tests.servers.audio import AudioServer
 
@@ -262,7 +262,7 @@ async def test_outcomes_are_counted_and_refusals_logged(
     url = "gopher://ok.example/\nforged line"
     reason = "not a valid URL: Invalid non-printable ASCII character in URL, '\\n' at position 20."
     before = REGISTRY.get_sample_value("relay_audio_checks_total", {"outcome": "refused"}) or 0.0
-    with caplog.at_level(logging.INFO, logger="indexer.audio_check"):
+    with caplog.at_level(logging.INFO, logger="indexer.net.audio_check"):
         assert await make_checker().check(url) == AudioResult(url, REFUSED, reason, None, None)
     assert REGISTRY.get_sample_value("relay_audio_checks_total", {"outcome": "refused"}) == before + 1
     messages = [r.getMessage() for r in caplog.records]

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from mutagen.id3 import ID3, TIT2
 
-from appview_api.audio_format import AudioInfo, UnsupportedAudio, probe, sniff
+from appview_api.audio.format import AudioInfo, UnsupportedAudio, probe, sniff
 
 DATA = Path(__file__).parent / "data"
 

@@ -11,11 +11,11 @@ from pathlib import Path
 import orjson
 import pytest
 
-from indexer.changes import Planner
-from indexer.cli import _parser
-from indexer.events import parse
-from indexer.staging import stage
-from indexer.store import Store
+from appview_api.cli import _parser
+from indexer.db.store import Store
+from indexer.ingest.events import parse
+from indexer.ingest.planner import Planner
+from indexer.ingest.staging import stage
 from tests.servers.events import commit, track_record
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -11,14 +11,15 @@ from typing import Any
 
 import pytest
 
-from indexer import metrics, tid
-from indexer.changes import Planner
+from indexer import metrics
+from indexer.atproto import tid
 from indexer.config import Settings
-from indexer.consumer import Consumer
-from indexer.events import Event
-from indexer.staging import stage
-from indexer.store import Store
-from indexer.writer import Writer
+from indexer.db.store import Store
+from indexer.db.writer import Writer
+from indexer.ingest.consumer import Consumer
+from indexer.ingest.events import Event
+from indexer.ingest.planner import Planner
+from indexer.ingest.staging import stage
 from tests.servers.events import account, commit, golden_events, identity, now_us, track_record
 from tests.servers.jetstream import JetstreamServer
 from tests.waiting import eventually

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from indexer.store import Store
+from indexer.db.store import Store
 from tests.reference import reference, snapshot
 from tests.servers.audio import AudioServer
 from tests.servers.events import synthetic_track_events, track_record
@@ -49,7 +49,7 @@ async def start(args: list[str], db: Path, server: JetstreamServer) -> asyncio.s
         "RELAY_BATCH_SIZE": "1000",
         "RELAY_LOG_LEVEL": "WARNING",
     }
-    return await asyncio.create_subprocess_exec(sys.executable, "-m", "indexer.cli", *args, env=env)
+    return await asyncio.create_subprocess_exec(sys.executable, "-m", "appview_api.cli", *args, env=env)
 
 
 

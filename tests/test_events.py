@@ -2,7 +2,7 @@ import orjson
 import pytest
 
 from indexer.errors import MalformedEvent
-from indexer.events import Account, Commit, Identity, Unknown, parse
+from indexer.ingest.events import Account, Commit, Identity, Unknown, parse
 from tests.servers.events import golden_events
 
 

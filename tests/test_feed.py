@@ -11,9 +11,9 @@ from typing import Any
 
 from indexer import metrics
 from indexer.config import Settings
-from indexer.events import TRACK_COLLECTION, Commit
-from indexer.staging import StagedBatch
-from indexer.store import Store
+from indexer.db.store import Store
+from indexer.ingest.events import TRACK_COLLECTION, Commit
+from indexer.ingest.staging import StagedBatch
 from tests.reference import reference, snapshot
 from tests.running import running_indexer
 from tests.servers.audio import AudioServer

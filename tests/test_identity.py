@@ -4,7 +4,7 @@ import httpx
 import pytest
 
 from indexer.errors import IdentityError
-from indexer.identity import IdentityResolver
+from indexer.net.identity import IdentityResolver
 
 
 class NoDialTransport(httpx.AsyncBaseTransport):

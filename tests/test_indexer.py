@@ -10,10 +10,10 @@ from typing import Any
 
 import httpx
 
-from indexer import tid
+from indexer.atproto import tid
 from indexer.config import Settings
-from indexer.service import Indexer
-from indexer.store import Store
+from indexer.db.store import Store
+from indexer.ingest.service import Indexer
 from tests.fixtures.pds import LocalPds
 from tests.running import running_indexer
 from tests.servers.audio import AudioServer

@@ -5,14 +5,14 @@ import pytest
 import zstandard
 
 from indexer.errors import InvalidCursor, MalformedEvent
-from indexer.jetstream import DICTIONARY_PATH, FrameDecoder, parse_cursor, subscribe_url
+from indexer.ingest.jetstream import DICTIONARY, FrameDecoder, parse_cursor, subscribe_url
 from tests.servers.events import golden_events, shared_dir
 
 NOW = 1_779_719_009_000_000
 
 
 def test_packaged_dictionary_is_jetstreams() -> None:
-    assert DICTIONARY_PATH.read_bytes() == (shared_dir() / "zstd_dictionary_v1").read_bytes()
+    assert DICTIONARY.read_bytes() == (shared_dir() / "zstd_dictionary_v1").read_bytes()
 
 
 def test_subscribe_url() -> None:
@@ -28,7 +28,7 @@ def test_subscribe_url() -> None:
 
 def test_decoder_handles_compressed_text_and_plain_bytes() -> None:
     decoder = FrameDecoder()
-    compressor = zstandard.ZstdCompressor(dict_data=zstandard.ZstdCompressionDict(DICTIONARY_PATH.read_bytes()))
+    compressor = zstandard.ZstdCompressor(dict_data=zstandard.ZstdCompressionDict(DICTIONARY.read_bytes()))
     for event in golden_events():
         raw = orjson.dumps(event)
         assert decoder.decode(compressor.compress(raw)) == raw

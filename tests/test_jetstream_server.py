@@ -13,8 +13,8 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosedError, ConnectionClosedOK, InvalidStatus
 from websockets.frames import Frame, Opcode
 
-from indexer import events as wire
-from indexer import tid
+from indexer.atproto import tid
+from indexer.ingest import events as wire
 from tests.servers.events import (
     TRACK_COLLECTION,
     account,

@@ -5,8 +5,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from lexrpc.base import ValidationError
 
-from indexer import lexicons
-from indexer.lexicon_check import UnsupportedSchema, compile_object
+from indexer.atproto import lexicons
+from indexer.atproto.lexicon_check import UnsupportedSchema, compile_object
 
 RECORD = lexicons.main_def("app.relay.track")["record"]
 CHECK = compile_object(RECORD)

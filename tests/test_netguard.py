@@ -4,7 +4,7 @@ import httpcore
 import pytest
 
 from indexer.errors import UnsafeURL
-from indexer.netguard import GuardedBackend, SystemResolver, check_address, check_url
+from indexer.net.netguard import GuardedBackend, SystemResolver, check_address, check_url
 from tests.fixtures.audio import DialRecorder, FakeResolver
 from tests.servers.audio import AudioServer
 

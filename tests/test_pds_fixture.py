@@ -7,7 +7,7 @@ import ipaddress
 import psutil
 from atproto import AsyncClient, AsyncIdResolver, models
 
-from indexer.tid import TidClock
+from indexer.atproto.tid import TidClock
 from tests.fixtures.pds import LocalPds
 
 TRACK = {

@@ -14,13 +14,13 @@ import httpx
 import orjson
 import pytest
 
-from appview_api.local_index import PublishSink
-from indexer import lexicons, tid
+from appview_api.publish.local_index import PublishSink
+from indexer.atproto import lexicons, tid
 from indexer.config import Settings
-from indexer.events import parse
-from indexer.service import Indexer
-from indexer.staging import stage
-from indexer.store import Store
+from indexer.db.store import Store
+from indexer.ingest.events import parse
+from indexer.ingest.service import Indexer
+from indexer.ingest.staging import stage
 from tests.fixtures.pds import LocalPds
 from tests.fixtures.publish import DATA, PublishService, start_service, write_wav
 from tests.fixtures.publish import PUBLISH as PUBLISH_PATH

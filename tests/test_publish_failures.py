@@ -17,7 +17,7 @@ import httpx
 import orjson
 import pytest
 
-from indexer import tid
+from indexer.atproto import tid
 from tests.fixtures.pds import LocalPds, PdsAccount
 from tests.fixtures.publish import DATA, PUBLISH, PublishService, start_service, write_wav
 from tests.fixtures.s3 import S3Server

@@ -10,9 +10,10 @@ from pathlib import Path
 import orjson
 import pytest
 
-from appview_api.audio_format import AudioInfo
-from appview_api.pds import token_subject
-from appview_api.publish import (
+from appview_api.audio.format import AudioInfo
+from appview_api.audio.storage import LocalStorage
+from appview_api.publish.pds import token_subject
+from appview_api.publish.publisher import (
     build_record,
     check_client_rkey,
     parse_track_uri,
@@ -20,11 +21,10 @@ from appview_api.publish import (
     tid_time,
     updated_record,
 )
-from appview_api.ratelimit import RateLimiter
-from appview_api.storage import LocalStorage
-from appview_api.upload import FormSpooler, boundary_of
+from appview_api.publish.ratelimit import RateLimiter
+from appview_api.publish.upload import FormSpooler, boundary_of
 from appview_api.xrpc import XrpcError
-from indexer import tid
+from indexer.atproto import tid
 from tests.fixtures.publish import DATA
 
 BOUNDARY = b"relay-boundary"

@@ -1,8 +1,8 @@
 import pytest
 
+from indexer.atproto.records import Track, validate_track
 from indexer.errors import InvalidRecord
-from indexer.events import Commit
-from indexer.records import Track, validate_track
+from indexer.ingest.events import Commit
 
 NOW_US = 1_779_719_009_132_431  # 2026-05-25T14:23:29Z
 DAY_US = 86_400_000_000

@@ -18,8 +18,8 @@ import pytest
 import uvicorn
 from starlette.applications import Starlette
 
-from appview_api.audio_routes import audio_route
-from appview_api.storage import (
+from appview_api.audio.routes import audio_route
+from appview_api.audio.storage import (
     CACHE_CONTROL,
     PART_BYTES,
     AudioStorage,

@@ -7,10 +7,10 @@ from typing import Any
 import orjson
 import pytest
 
-from indexer.changes import Planner
-from indexer.events import parse
-from indexer.staging import stage
-from indexer.store import Store
+from indexer.db.store import Store
+from indexer.ingest.events import parse
+from indexer.ingest.planner import Planner
+from indexer.ingest.staging import stage
 from tests.servers.events import account, commit, identity, now_us, track_record
 
 DID = "did:plc:aaaaaaaaaaaaaaaaaaaaaaaa"

@@ -1,4 +1,4 @@
-from indexer.tid import TidClock, decode_micros, encode, is_tid
+from indexer.atproto.tid import TidClock, decode_micros, encode, is_tid
 
 
 def test_round_trip_and_known_value() -> None:

@@ -1,7 +1,7 @@
 """Jetstream v1 events as plain dicts, exactly the wire shape, for tests and the ingest benchmark.
 
 Dicts rather than the indexer's models on purpose: the test server must be able to send what a real host
-sends, including shapes the indexer rejects, so nothing here goes through `indexer.events`.
+sends, including shapes the indexer rejects, so nothing here goes through `indexer.ingest.events`.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from typing import Any
 
 import orjson
 
-from indexer import tid
+from indexer.atproto import tid
 
 TRACK_COLLECTION = "app.relay.track"
 # 2026-01-01T00:00:00Z: a fixed past start keeps synthetic runs identical and their createdAt never "future".

@@ -8,7 +8,7 @@ from typing import Any
 
 import orjson
 
-from indexer.events import TRACK_COLLECTION
+from indexer.ingest.events import TRACK_COLLECTION
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 

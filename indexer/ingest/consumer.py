@@ -27,8 +27,8 @@ from websockets.asyncio.client import ClientConnection
 from indexer import metrics
 from indexer.config import Settings
 from indexer.errors import MalformedEvent
-from indexer.events import TRACK_COLLECTION, Commit, Event, parse
-from indexer.jetstream import FrameDecoder, subscribe_url
+from indexer.ingest.events import TRACK_COLLECTION, Commit, Event, parse
+from indexer.ingest.jetstream import FrameDecoder, subscribe_url
 
 log = logging.getLogger(__name__)
 

@@ -27,7 +27,7 @@ from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from appview_api.audio_format import CONTENT_TYPES
+from appview_api.audio.format import CONTENT_TYPES
 from indexer.config import Settings
 from indexer.errors import ConfigError, RelayError
 

@@ -12,9 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from indexer import lexicon_check, lexicons, tid
+from indexer.atproto import lexicon_check, lexicons, tid
 from indexer.errors import InvalidRecord
-from indexer.events import TRACK_COLLECTION, Commit
+from indexer.ingest.events import TRACK_COLLECTION, Commit
 
 _MAIN = lexicons.main_def(TRACK_COLLECTION)
 _KEY_TYPE = _MAIN["key"]

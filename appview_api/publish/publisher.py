@@ -31,16 +31,16 @@ import anyio.to_thread
 import duckdb
 from lexrpc.base import ValidationError
 
-from appview_api.audio_format import AudioInfo, UnsupportedAudio, probe
-from appview_api.local_index import PublishSink, key_in_use, local_commit, stored_audio
-from appview_api.pds import Pds, PdsRefusal, Session, StoredRecord, Written
-from appview_api.storage import KEY_RE, AudioStorage, StorageError, make_key
-from appview_api.upload import Form, unsupported
+from appview_api.audio.format import AudioInfo, UnsupportedAudio, probe
+from appview_api.audio.storage import KEY_RE, AudioStorage, StorageError, make_key
+from appview_api.publish.local_index import PublishSink, key_in_use, local_commit, stored_audio
+from appview_api.publish.pds import Pds, PdsRefusal, Session, StoredRecord, Written
+from appview_api.publish.upload import Form, unsupported
 from appview_api.xrpc import XrpcError, invalid
-from indexer import lexicons, tid
-from indexer.audio_check import AudioResult
-from indexer.events import TRACK_COLLECTION, Commit
-from indexer.store import Store
+from indexer.atproto import lexicons, tid
+from indexer.db.store import Store
+from indexer.ingest.events import TRACK_COLLECTION, Commit
+from indexer.net.audio_check import AudioResult
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ import secrets
 import orjson
 
 from appview_api.xrpc import invalid
-from indexer.store import Store
+from indexer.db.store import Store
 
 Key = tuple[int | str, ...]
 

@@ -19,9 +19,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import duckdb
 
-from appview_api import queries
-from appview_api.catalog import AccountRow, Catalog, TrackRow
-from indexer.store import Store
+from appview_api.read import queries
+from appview_api.read.catalog import AccountRow, Catalog, TrackRow
+from indexer.db.store import Store
 
 log = logging.getLogger(__name__)
 

@@ -17,12 +17,12 @@ from collections.abc import Awaitable, Callable
 
 import anyio.to_thread
 
-from indexer.audio_check import AudioResult, AudioState
-from indexer.changes import Planner
-from indexer.events import TRACK_COLLECTION, Commit
-from indexer.staging import stage
-from indexer.store import Store, now_us
-from indexer.writer import Writer
+from indexer.db.store import Store, now_us
+from indexer.db.writer import Writer
+from indexer.ingest.events import TRACK_COLLECTION, Commit
+from indexer.ingest.planner import Planner
+from indexer.ingest.staging import stage
+from indexer.net.audio_check import AudioResult, AudioState
 
 # (the synthetic commit, the audio check to record first or None, the handle from the DID document)
 PublishSink = Callable[[Commit, AudioResult | None, str | None], Awaitable[None]]

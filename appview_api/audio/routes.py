@@ -15,7 +15,7 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from appview_api.storage import (
+from appview_api.audio.storage import (
     CACHE_CONTROL,
     KEY_RE,
     AudioStorage,

@@ -14,18 +14,18 @@ import time
 import httpx
 
 from indexer import metrics
-from indexer.audio_check import AudioChecker, AudioResult
-from indexer.changes import Planner
 from indexer.config import Settings
-from indexer.events import Commit
-from indexer.feed import Ack, Feed, Start
-from indexer.identity import IdentityResolver
-from indexer.netguard import GuardedBackend, GuardedTransport
+from indexer.db.store import Store
+from indexer.db.writer import Writer
+from indexer.ingest.events import Commit
+from indexer.ingest.feed import Ack, Feed, Start
+from indexer.ingest.planner import Planner
+from indexer.ingest.staging import StagedBatch, stage
+from indexer.ingest.workqueue import WorkQueue
+from indexer.net.audio_check import AudioChecker, AudioResult
+from indexer.net.identity import IdentityResolver
+from indexer.net.netguard import GuardedBackend, GuardedTransport
 from indexer.runtime import tune_for_ingest
-from indexer.staging import StagedBatch, stage
-from indexer.store import Store
-from indexer.workqueue import WorkQueue
-from indexer.writer import Writer
 
 log = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 
 "Origin trust is not existence": a valid-looking CDN URL can have nothing behind it, so every track's URL is
 probed before the track is served. The URL comes from a stranger's record, so every hop goes through the
-SSRF guard in `indexer.netguard`.
+SSRF guard in `indexer.net.netguard`.
 
 Outcomes: VERIFIED (2xx with an audio type), UNAVAILABLE (the server answered, and the answer is no),
 UNREACHABLE (5xx, 408/429, timeouts, connection errors, after `audio_retries` attempts in all), REFUSED (the
@@ -26,7 +26,7 @@ import httpx
 from indexer.config import Settings
 from indexer.errors import UnsafeURL
 from indexer.metrics import AUDIO_CHECKS
-from indexer.netguard import GuardedBackend, GuardedTransport, Resolver, check_url
+from indexer.net.netguard import GuardedBackend, GuardedTransport, Resolver, check_url
 
 log = logging.getLogger(__name__)
 

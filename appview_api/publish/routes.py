@@ -16,16 +16,16 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from appview_api.local_index import LocalIndex, PublishSink
-from appview_api.pds import Pds, Session
-from appview_api.publish import Publisher, check_client_rkey
-from appview_api.ratelimit import RateLimiter
-from appview_api.storage import LocalStorage, R2Storage, make_storage
-from appview_api.upload import spool_form
+from appview_api.audio.storage import LocalStorage, R2Storage, make_storage
+from appview_api.publish.local_index import LocalIndex, PublishSink
+from appview_api.publish.pds import Pds, Session
+from appview_api.publish.publisher import Publisher, check_client_rkey
+from appview_api.publish.ratelimit import RateLimiter
+from appview_api.publish.upload import spool_form
 from appview_api.xrpc import Method, Param, XrpcError, invalid, json_response
-from indexer import lexicons
+from indexer.atproto import lexicons
 from indexer.config import Settings
-from indexer.store import Store
+from indexer.db.store import Store
 
 log = logging.getLogger(__name__)
 

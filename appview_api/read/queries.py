@@ -13,7 +13,7 @@ from contextlib import contextmanager, suppress
 
 import duckdb
 
-from appview_api.catalog import AccountRow, TrackRow
+from appview_api.read.catalog import AccountRow, TrackRow
 
 Con = duckdb.DuckDBPyConnection
 

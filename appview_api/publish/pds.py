@@ -24,9 +24,9 @@ import orjson
 from appview_api.xrpc import XrpcError
 from indexer.config import Settings
 from indexer.errors import IdentityError, RelayError, UnsafeURL
-from indexer.events import TRACK_COLLECTION
-from indexer.identity import IdentityResolver
-from indexer.netguard import GuardedBackend, GuardedTransport, check_url
+from indexer.ingest.events import TRACK_COLLECTION
+from indexer.net.identity import IdentityResolver
+from indexer.net.netguard import GuardedBackend, GuardedTransport, check_url
 
 PDS_TIMEOUT_SECONDS = 30.0
 MAX_CONNECTIONS = 32

@@ -21,7 +21,7 @@ from typing import BinaryIO
 
 from python_multipart.multipart import MultipartParseError, MultipartParser, parse_options_header
 
-from appview_api.audio_format import HEAD_BYTES, UnsupportedAudio, sniff
+from appview_api.audio.format import HEAD_BYTES, UnsupportedAudio, sniff
 from appview_api.xrpc import XrpcError, invalid
 
 FILE_FIELD = "audio"

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 import time
 from datetime import datetime
-from pathlib import Path
+from importlib.resources import files
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
 import zstandard
@@ -19,7 +19,7 @@ from indexer.errors import InvalidCursor, MalformedEvent
 
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 MAX_FRAME_BYTES = 2 * 1024 * 1024
-DICTIONARY_PATH = Path(__file__).resolve().parent / "zstd_dictionary_v1"
+DICTIONARY = files(__package__) / "zstd_dictionary_v1"  # package data: present in an installed wheel too
 
 _RELATIVE = re.compile(r"-(\d+(?:\.\d+)?)\s*(us|ms|s|m|h|d)")
 _UNIT_US = {"us": 1, "ms": 1_000, "s": 1_000_000, "m": 60_000_000, "h": 3_600_000_000, "d": 86_400_000_000}
@@ -41,7 +41,7 @@ class FrameDecoder:
     """Turns a websocket message into JSON bytes: zstd frames (with Jetstream's dictionary) or plain text."""
 
     def __init__(self, dictionary: bytes | None = None) -> None:
-        data = dictionary if dictionary is not None else DICTIONARY_PATH.read_bytes()
+        data = dictionary if dictionary is not None else DICTIONARY.read_bytes()
         self._zstd = zstandard.ZstdDecompressor(dict_data=zstandard.ZstdCompressionDict(data))
 
     def decode(self, message: bytes | str) -> bytes | str:

@@ -12,9 +12,9 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
+from indexer.atproto.records import Track, validate_track
 from indexer.errors import InvalidRecord
-from indexer.events import TRACK_COLLECTION, Account, Commit, Event, Identity
-from indexer.records import Track, validate_track
+from indexer.ingest.events import TRACK_COLLECTION, Account, Commit, Event, Identity
 
 
 @dataclass(slots=True)

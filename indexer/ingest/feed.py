@@ -32,12 +32,12 @@ from dataclasses import dataclass
 import uvloop
 
 from indexer import metrics
-from indexer.changes import Planner
 from indexer.config import Settings
-from indexer.consumer import Consumer
-from indexer.events import Event
+from indexer.ingest.consumer import Consumer
+from indexer.ingest.events import Event
+from indexer.ingest.planner import Planner
+from indexer.ingest.staging import StagedBatch, stage
 from indexer.runtime import configure_logging, tune_for_ingest
-from indexer.staging import StagedBatch, stage
 
 log = logging.getLogger(__name__)
 

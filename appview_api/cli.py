@@ -22,10 +22,10 @@ import uvloop
 
 from indexer import __version__
 from indexer.config import Settings
+from indexer.db.store import Store
 from indexer.errors import RelayError
-from indexer.jetstream import parse_cursor
+from indexer.ingest.jetstream import parse_cursor
 from indexer.runtime import configure_logging
-from indexer.store import Store
 
 log = logging.getLogger("relay_appview")
 
@@ -63,7 +63,7 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 def _index(args: argparse.Namespace, settings: Settings) -> int:
-    from indexer.service import Indexer
+    from indexer.ingest.service import Indexer
 
     cursor = parse_cursor(args.cursor) if getattr(args, "cursor", None) is not None else None
     store = Store(settings.db_path, recheck_seconds=settings.audio_recheck_seconds)
@@ -79,7 +79,7 @@ def _index(args: argparse.Namespace, settings: Settings) -> int:
 
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
     from appview_api.server import serve
-    from indexer.service import Indexer
+    from indexer.ingest.service import Indexer
 
     store = Store(settings.db_path, recheck_seconds=settings.audio_recheck_seconds)
     try:
@@ -117,7 +117,7 @@ def _status(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _publish(args: argparse.Namespace, settings: Settings) -> int:
-    from appview_api.publish_client import publish_file
+    from appview_api.publish.client import publish_file
 
     logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per request is noise on a terminal
     result = asyncio.run(
@@ -130,7 +130,7 @@ def _publish(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _storage_migrate(args: argparse.Namespace, settings: Settings) -> int:
-    from appview_api.storage import migrate_local_to_r2
+    from appview_api.audio.storage import migrate_local_to_r2
 
     report = asyncio.run(migrate_local_to_r2(settings))
     print(

@@ -15,15 +15,15 @@ from typing import Any, TypeVar
 
 import orjson
 
-from appview_api import search
-from appview_api.cache import ResponseCache
-from appview_api.catalog import Catalog
-from appview_api.pagination import CursorCodec
-from appview_api.sync import Sync
-from appview_api.views import track_view
+from appview_api.read import search
+from appview_api.read.cache import ResponseCache
+from appview_api.read.catalog import Catalog
+from appview_api.read.pagination import CursorCodec
+from appview_api.read.sync import Sync
+from appview_api.read.views import track_view
 from appview_api.xrpc import Method, invalid, method
-from indexer.events import TRACK_COLLECTION
-from indexer.store import Store
+from indexer.db.store import Store
+from indexer.ingest.events import TRACK_COLLECTION
 
 T = TypeVar("T")
 

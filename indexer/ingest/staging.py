@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import pyarrow as pa
 
-from indexer.changes import AccountChange, Batch, Rejection
+from indexer.ingest.planner import AccountChange, Batch, Rejection
 
 # The columns of the `staged` relation the store's upsert reads, in order.
 TRACK_SCHEMA = pa.schema(

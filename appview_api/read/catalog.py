@@ -16,9 +16,9 @@ from array import array
 from collections.abc import Iterable
 from typing import NamedTuple
 
-from appview_api.feed_order import FeedOrder
-from appview_api.search import Hit, Postings, rank
-from appview_api.views import payload
+from appview_api.read.feed_order import FeedOrder
+from appview_api.read.search import Hit, Postings, rank
+from appview_api.read.views import payload
 
 FeedKey = tuple[int, str, str]  # sort_us, did, rkey: the discovery and actor cursors' key
 _CACHED_ORDER = 256  # accounts with more tracks than this keep their sorted order between requests

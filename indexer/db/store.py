@@ -20,8 +20,8 @@ from typing import Protocol
 import duckdb
 import pyarrow as pa
 
-from indexer.schema import MIGRATIONS
-from indexer.staging import StagedBatch
+from indexer.db.schema import MIGRATIONS
+from indexer.ingest.staging import StagedBatch
 
 log = logging.getLogger(__name__)
 

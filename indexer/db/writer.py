@@ -13,8 +13,8 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
 from indexer import metrics
-from indexer.staging import StagedBatch
-from indexer.store import CheckResult, Store
+from indexer.db.store import CheckResult, Store
+from indexer.ingest.staging import StagedBatch
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -1,0 +1,1 @@
+"""Audio objects: where published files are stored and how they are served."""

@@ -1,0 +1,1 @@
+"""atproto primitives: NSIDs, AT-URIs, TIDs, datetimes, lexicons and record validation."""

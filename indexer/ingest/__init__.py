@@ -1,0 +1,1 @@
+"""Ingest: Jetstream frames in, planned batches out, written by the one writer."""

@@ -1,0 +1,1 @@
+"""Outbound network checks: the SSRF guard, audio checks and identity (DID documents, handles)."""
