@@ -1,7 +1,7 @@
-"""The Starlette application: XRPC methods, health, the did:web document and Prometheus metrics.
+"""The Starlette application: XRPC methods, publishing, audio, health, the did:web document and metrics.
 
-Every failure inside a request becomes a JSON XRPC error here, and only here: a typed XrpcError as is, a
-database that is gone as 503, anything else as a logged 500 that shows the client no internals.
+Every failure inside a request is rendered by the handlers in `xrpc.EXCEPTION_HANDLERS`, and only there:
+a domain error as its XRPC error, anything else as a 500 that shows the client no internals.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-import duckdb
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -25,15 +24,16 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from appview_api.audio.routes import audio_route
+from appview_api.errors import MethodNotImplemented
 from appview_api.middleware import MetricsMiddleware
-from appview_api.publish.local_index import PublishSink
 from appview_api.publish.routes import Publishing
 from appview_api.read import methods
-from appview_api.read.pagination import CursorCodec, cursor_secret
-from appview_api.xrpc import XrpcError, json_response
+from appview_api.read.pagination import CursorCodec
+from appview_api.xrpc import EXCEPTION_HANDLERS, json_response
 from indexer import __version__
 from indexer.config import Settings
-from indexer.db.store import Store
+from indexer.errors import StoreError
+from indexer.ingest.index import Index
 
 log = logging.getLogger(__name__)
 
@@ -42,48 +42,30 @@ READ_THREADS = 4
 IndexerStatus = Callable[[], Mapping[str, Any]]
 
 
-def create_app(
-    settings: Settings,
-    store: Store,
-    *,
-    indexer_status: IndexerStatus | None = None,
-    publish_sink: PublishSink | None = None,
-) -> Starlette:
-    """Build the app; reads the cursor secret (and stores a new one if none exists yet).
-
-    `publish_sink` indexes what this app publishes (the indexer's, when one runs in the process); without
-    one, publishing writes to the store through a writer of its own."""
-    codec = CursorCodec(cursor_secret(settings.cursor_secret, store))
+def create_app(settings: Settings, index: Index, *, indexer_status: IndexerStatus | None = None) -> Starlette:
+    """Build the app over `index` (reads the cursor secret, storing a new one if none exists yet)."""
+    codec = CursorCodec(index.cursor_secret(settings.api.cursor_secret))
     pool = ThreadPoolExecutor(READ_THREADS, thread_name_prefix="api-read")
-    api = methods.Api(store, codec, pool)
+    api = methods.Api(index, codec, pool)
     api.sync.load()
     table = methods.table()
-    publishing = Publishing(settings, store, publish_sink)
+    publishing = Publishing(settings, index)
 
     async def xrpc(request: Request) -> Response:
         nsid = request.path_params["nsid"]
         entry = table.get(nsid)
         if entry is None:
-            return XrpcError("MethodNotImplemented", f"no method {nsid[:100]!r} here", 501).response()
+            raise MethodNotImplemented(f"no method {nsid[:100]!r} here")
         method, handler = entry
-        try:
-            params = method.parse(request.query_params.multi_items())
-            body = await handler(api, method, params)
-        except XrpcError as exc:
-            return exc.response()
-        except duckdb.Error as exc:
-            return _database_error(nsid, exc)
-        except Exception:
-            log.exception("request failed nsid=%s", nsid)
-            return XrpcError("InternalServerError", "internal error", 500).response()
+        body = await handler(api, method, method.parse(request.query_params.multi_items()))
         return Response(body, media_type="application/json")
 
     async def health(request: Request) -> Response:
         body: dict[str, Any] = {"version": __version__}
         try:
-            cursor = await api.db(lambda con: store.cursor())
-        except duckdb.Error as exc:
-            body.update(error="DatabaseUnavailable", message=str(exc).splitlines()[0][:200])
+            cursor = await asyncio.get_running_loop().run_in_executor(pool, index.cursor)
+        except StoreError as exc:
+            body.update(error="DatabaseUnavailable", message=exc.reason[:200])
             return json_response(body, 503)
         body["cursor"] = None if cursor is None else cursor.time_us
         body["lagSeconds"] = None if cursor is None else max(time.time() - cursor.time_us / 1e6, 0.0)
@@ -95,8 +77,10 @@ def create_app(
         return json_response(
             {
                 "@context": ["https://www.w3.org/ns/did/v1"],
-                "id": settings.did,
-                "service": [{"id": "#relay_appview", "type": "RelayAppView", "serviceEndpoint": settings.base_url}],
+                "id": settings.api.did,
+                "service": [
+                    {"id": "#relay_appview", "type": "RelayAppView", "serviceEndpoint": settings.api.base_url}
+                ],
             }
         )
 
@@ -127,13 +111,6 @@ def create_app(
             Middleware(MetricsMiddleware, nsids=[*table, *Publishing.NSIDS]),
             Middleware(CORSMiddleware, allow_origins=["*"], allow_methods=["GET", "HEAD", "POST"], allow_headers=["*"]),
         ],
+        exception_handlers=EXCEPTION_HANDLERS,
         lifespan=lifespan,
     )
-
-
-def _database_error(nsid: str, exc: duckdb.Error) -> Response:
-    if isinstance(exc, duckdb.ConnectionException | duckdb.IOException):
-        log.warning("database unavailable nsid=%s error=%s", nsid, str(exc).splitlines()[0])
-        return XrpcError("DatabaseUnavailable", "the index is unavailable", 503).response()
-    log.exception("query failed nsid=%s", nsid)
-    return XrpcError("InternalServerError", "internal error", 500).response()

@@ -1,7 +1,7 @@
-"""`relay-appview`: the operator's commands, a thin layer over the library.
+"""`relay-appview`: the operator's commands, and the composition root that builds the service from them.
 
 Library errors become one clean line on stderr and exit status 2; settings come from the environment and
-`.env`, and the flags here override them.
+`.env`, and the flags here override them (each flag stands for its environment variable).
 """
 
 from __future__ import annotations
@@ -9,25 +9,33 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import sys
-import time
-from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
-import duckdb
 import orjson
 import uvloop
 
 from indexer import __version__
+from indexer.atproto.datetimes import iso_from_us
 from indexer.config import Settings
-from indexer.db.store import Store
+from indexer.db.backends import open_store
 from indexer.errors import RelayError
+from indexer.ingest.index import Index
 from indexer.ingest.jetstream import parse_cursor
 from indexer.runtime import configure_logging
 
 log = logging.getLogger("relay_appview")
+
+_FLAG_VARIABLES = {
+    "db": "RELAY_DB_PATH",
+    "host": "RELAY_HOST",
+    "port": "RELAY_PORT",
+    "jetstream": "RELAY_JETSTREAM_URLS",
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -39,41 +47,44 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = _settings(args)
         configure_logging(settings.log_level)
-        return args.handler(args, settings)
+        result: int = args.handler(args, settings)
+        return result
     except RelayError as exc:
         print(f"relay-appview: {exc.reason}", file=sys.stderr)
-        return 2
-    except duckdb.IOException as exc:
-        print(f"relay-appview: cannot open the database: {exc}", file=sys.stderr)
         return 2
 
 
 def _settings(args: argparse.Namespace) -> Settings:
-    settings = Settings.from_env()
-    changes: dict[str, object] = {}
-    if getattr(args, "db", None):
-        changes["db_path"] = Path(args.db)
-    if getattr(args, "jetstream", None):
-        changes["jetstream_urls"] = tuple(args.jetstream)
-    if getattr(args, "host", None):
-        changes["host"] = args.host
-    if getattr(args, "port", None):
-        changes["port"] = args.port
-    return settings.replace(**changes) if changes else settings
+    flags: dict[str, str] = {}
+    for flag, variable in _FLAG_VARIABLES.items():
+        value = getattr(args, flag, None)
+        if value:
+            flags[variable] = ",".join(value) if isinstance(value, list) else str(value)
+    return Settings.from_env({**os.environ, **flags})
 
 
-def _index(args: argparse.Namespace, settings: Settings) -> int:
+@contextmanager
+def _opened(settings: Settings) -> Iterator[Index]:
+    store = open_store(settings)
+    try:
+        index = Index(store, max_future_us=settings.ingest.max_future_us)
+        try:
+            yield index
+        finally:
+            index.close()
+    finally:
+        store.close()
+
+
+def _run_indexer(args: argparse.Namespace, settings: Settings) -> int:
     from indexer.ingest.service import Indexer
 
     cursor = parse_cursor(args.cursor) if getattr(args, "cursor", None) is not None else None
-    store = Store(settings.db_path, recheck_seconds=settings.audio_recheck_seconds)
-    try:
+    with _opened(settings) as index:
         if cursor is not None:
-            log.info("replaying from cursor=%d (%s)", cursor, _iso(cursor))
-        indexer = Indexer(settings, store, replay_from=cursor)
+            log.info("replaying from cursor=%d (%s)", cursor, iso_from_us(cursor))
+        indexer = Indexer(settings, index, replay_from=cursor)
         asyncio.run(_until_signal(indexer.run, indexer.stop))
-    finally:
-        store.close()
     return 0
 
 
@@ -81,22 +92,18 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     from appview_api.server import serve
     from indexer.ingest.service import Indexer
 
-    store = Store(settings.db_path, recheck_seconds=settings.audio_recheck_seconds)
-    try:
-        indexer = None if args.no_index else Indexer(settings, store)
-        sink = None if indexer is None else indexer.ingest_local
+    with _opened(settings) as index:
+        indexer = None if args.no_index else Indexer(settings, index)
         # uvloop: ~10% more API throughput here (httptools and uvloop are what uvicorn picks when it owns the loop).
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-            runner.run(serve(settings, store, indexer=indexer, publish_sink=sink))
-    finally:
-        store.close()
+            runner.run(serve(settings, index, indexer=indexer))
     return 0
 
 
 def _status(args: argparse.Namespace, settings: Settings) -> int:
-    store = Store(settings.db_path)
+    store = open_store(settings)
     try:
-        report = store_status(store, limit=args.rejections)
+        report = store.status(args.rejections)
     finally:
         store.close()
     if args.json:
@@ -132,7 +139,7 @@ def _publish(args: argparse.Namespace, settings: Settings) -> int:
 def _storage_migrate(args: argparse.Namespace, settings: Settings) -> int:
     from appview_api.audio.storage import migrate_local_to_r2
 
-    report = asyncio.run(migrate_local_to_r2(settings))
+    report = asyncio.run(migrate_local_to_r2(settings.storage))
     print(
         f"copied {report.copied} ({report.bytes_copied} bytes), already there {report.skipped}, "
         f"not audio {report.ignored}"
@@ -140,46 +147,11 @@ def _storage_migrate(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def store_status(store: Store, limit: int = 10) -> dict[str, object]:
-    con = store.reader()
-    cursor = store.cursor()
-    tracks = dict(
-        con.execute(
-            "SELECT CASE WHEN deleted THEN 'deleted' WHEN hidden THEN 'hidden' ELSE audio_state END AS state, "
-            "count(*) FROM tracks GROUP BY state ORDER BY state"
-        ).fetchall()
-    )
-    rejections = con.execute(
-        "SELECT uri, rev, reason, rejected_us FROM rejections ORDER BY rejected_us DESC LIMIT ?", [limit]
-    ).fetchall()
-    return {
-        "version": __version__,
-        "cursor": None
-        if cursor is None
-        else {
-            "time_us": cursor.time_us,
-            "time": _iso(cursor.time_us),
-            "lag_seconds": max(time.time() - cursor.time_us / 1_000_000, 0.0),
-            "source": cursor.source,
-        },
-        "tracks": tracks,
-        "accounts": con.execute("SELECT count(*) FROM accounts").fetchone()[0],
-        "rejections_total": con.execute("SELECT count(*) FROM rejections").fetchone()[0],
-        "recent_rejections": [
-            {"uri": uri, "rev": rev, "reason": reason, "at": _iso(at)} for uri, rev, reason, at in rejections
-        ],
-    }
-
-
-async def _until_signal(run: Callable[[], object], stop: Callable[[], None]) -> None:
+async def _until_signal(run: Callable[[], Awaitable[None]], stop: Callable[[], None]) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop)
-    await run()  # type: ignore[misc]
-
-
-def _iso(time_us: int) -> str:
-    return datetime.fromtimestamp(time_us / 1_000_000, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    await run()
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -203,11 +175,11 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, help="listen port (RELAY_PORT, default 8080)")
     serve.add_argument("--jetstream", action="append", metavar="URL", help="Jetstream URL (repeatable)")
 
-    index = command("index", _index, "Run the indexer until SIGINT/SIGTERM, then flush and exit.",
+    index = command("index", _run_indexer, "Run the indexer until SIGINT/SIGTERM, then flush and exit.",
                     "relay-appview index --jetstream ws://127.0.0.1:6008/subscribe")
     index.add_argument("--jetstream", action="append", metavar="URL", help="Jetstream URL (repeatable)")
 
-    replay = command("replay", _index, "Rewind the cursor to VALUE and index from there (idempotent).",
+    replay = command("replay", _run_indexer, "Rewind the cursor to VALUE and index from there (idempotent).",
                      "relay-appview replay --cursor -2h")
     replay.add_argument("--cursor", required=True,
                         help="unix microseconds, an ISO 8601 time, or relative like -2h, -30m, -90s")

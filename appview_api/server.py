@@ -18,9 +18,8 @@ from typing import Protocol
 import uvicorn
 
 from appview_api.app import create_app
-from appview_api.publish.local_index import PublishSink
 from indexer.config import Settings
-from indexer.db.store import Store
+from indexer.ingest.index import Index
 
 log = logging.getLogger(__name__)
 
@@ -39,15 +38,13 @@ class _Server(uvicorn.Server):
         yield  # serve() installs its own handlers
 
 
-async def serve(
-    settings: Settings, store: Store, *, indexer: Indexer | None = None, publish_sink: PublishSink | None = None
-) -> None:
+async def serve(settings: Settings, index: Index, *, indexer: Indexer | None = None) -> None:
     status = indexer.status if indexer is not None else None
-    app = create_app(settings, store, indexer_status=status, publish_sink=publish_sink)
+    app = create_app(settings, index, indexer_status=status)
     config = uvicorn.Config(
         app,
-        host=settings.host,
-        port=settings.port,
+        host=settings.api.host,
+        port=settings.api.port,
         log_level=settings.log_level.lower(),
         access_log=False,
         server_header=False,

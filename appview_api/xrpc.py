@@ -1,4 +1,5 @@
-"""XRPC plumbing: the one error type, and query parameters parsed as the method's lexicon declares them.
+"""XRPC plumbing: the one table from domain errors to XRPC errors, the one handler that renders them, and
+query parameters parsed as the method's lexicon declares them.
 
 Query strings carry only text, so each value is first coerced to the type the lexicon gives its parameter,
 then the whole set goes through lexrpc, which checks required names, bounds, lengths and formats and refuses
@@ -7,6 +8,7 @@ unknown names. Nothing here knows a particular method: the lexicon JSON is the s
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -14,33 +16,88 @@ from typing import Any
 
 import orjson
 from lexrpc.base import ValidationError
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
 from starlette.responses import Response
 
+from appview_api import errors
 from indexer.atproto import lexicons
-from indexer.errors import ConfigError, RelayError
+from indexer.errors import ConfigError, RelayError, StoreError, StoreUnavailable
+
+log = logging.getLogger(__name__)
 
 _INTEGER = re.compile(r"-?[0-9]{1,18}")  # int() would also take "1_0", " 7" and non-ASCII digits
 _SCALARS = frozenset({"string", "integer", "boolean"})
 
+# Domain error → (XRPC error name, HTTP status). A class not listed is answered as its nearest listed base.
+ERRORS: dict[type[RelayError], tuple[str, int]] = {
+    errors.InvalidRequest: ("InvalidRequest", 400),
+    errors.MethodNotImplemented: ("MethodNotImplemented", 501),
+    errors.ActorNotFound: ("ActorNotFound", 400),
+    errors.TrackNotFound: ("TrackNotFound", 404),
+    errors.AuthRequired: ("AuthRequired", 401),
+    errors.ExpiredToken: ("ExpiredToken", 401),
+    errors.Forbidden: ("Forbidden", 403),
+    errors.RecordExists: ("RecordExists", 409),
+    errors.InvalidSwap: ("InvalidSwap", 409),
+    errors.PayloadTooLarge: ("PayloadTooLarge", 413),
+    errors.RateLimited: ("RateLimitExceeded", 429),
+    errors.PdsUnavailable: ("PdsUnavailable", 502),
+    errors.PdsBusy: ("PdsUnavailable", 503),
+    errors.PdsRejected: ("PdsRejected", 502),
+    errors.IdentityUnavailable: ("IdentityUnavailable", 503),
+    errors.UnsupportedAudio: ("UnsupportedAudio", 400),
+    errors.NotFound: ("NotFound", 404),
+    errors.StorageError: ("StorageUnavailable", 503),
+    StoreUnavailable: ("DatabaseUnavailable", 503),
+    StoreError: ("InternalServerError", 500),
+}
+_HTTP_NAMES = {404: "NotFound", 405: "MethodNotAllowed"}
+_EXPOSED = (errors.RequestError, errors.StorageError)  # their reasons are written for the client
 
-class XrpcError(RelayError):
-    """An error the client sees as `{"error": name, "message": reason}` with an HTTP status."""
 
-    def __init__(self, name: str, reason: str, status: int = 400) -> None:
-        super().__init__(reason)
-        self.name = name
-        self.status = status
-
-    def response(self) -> Response:
-        return json_response({"error": self.name, "message": self.reason}, self.status)
+def json_response(body: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> Response:
+    return Response(orjson.dumps(body), status, headers=headers, media_type="application/json")
 
 
-def invalid(reason: str) -> XrpcError:
-    return XrpcError("InvalidRequest", reason, 400)
+def error_response(name: str, message: str, status: int, headers: Mapping[str, str] | None = None) -> Response:
+    return json_response({"error": name, "message": message}, status, headers)
 
 
-def json_response(body: Any, status: int = 200) -> Response:
-    return Response(orjson.dumps(body), status, media_type="application/json")
+def answer(exc: RelayError) -> tuple[str, int]:
+    for cls in type(exc).__mro__:
+        if cls in ERRORS:
+            return ERRORS[cls]
+    return "InternalServerError", 500
+
+
+async def handle_relay_error(request: Request, exc: Exception) -> Response:
+    """Every route's domain errors, as XRPC JSON; what the client may not see is logged here instead."""
+    assert isinstance(exc, RelayError)
+    name, status = answer(exc)
+    headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, errors.RateLimited) else None
+    if isinstance(exc, _EXPOSED):
+        return error_response(name, exc.reason, status, headers)
+    if isinstance(exc, StoreUnavailable):
+        log.warning("database unavailable path=%s reason=%s", request.url.path, exc.reason)
+        return error_response(name, "the index is unavailable", status)
+    log.error("request failed path=%s error=%s reason=%s", request.url.path, type(exc).__name__, exc.reason)
+    return error_response(name, "internal error", status)
+
+
+async def handle_http_error(request: Request, exc: Exception) -> Response:
+    """Starlette's own refusals (no route, wrong method) in the same shape."""
+    assert isinstance(exc, HTTPException)
+    name = _HTTP_NAMES.get(exc.status_code, "InvalidRequest")
+    return error_response(name, str(exc.detail), exc.status_code, exc.headers)
+
+
+async def handle_unexpected(request: Request, exc: Exception) -> Response:
+    """A bug: the client sees no internals; uvicorn logs the traceback once, as the exception leaves."""
+    return error_response("InternalServerError", "internal error", 500)
+
+
+EXCEPTION_HANDLERS = {RelayError: handle_relay_error, HTTPException: handle_http_error, Exception: handle_unexpected}
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,35 +110,29 @@ class Param:
 
 @dataclass(frozen=True)
 class Method:
-    """A query method as its lexicon declares it."""
+    """A method's query parameters as its lexicon declares them."""
 
     nsid: str
     params: Mapping[str, Param]
-    errors: frozenset[str]
-
-    def error(self, name: str, reason: str, status: int) -> XrpcError:
-        if name not in self.errors:
-            raise LookupError(f"{self.nsid} declares no error {name}")
-        return XrpcError(name, reason, status)
 
     def parse(self, query: Iterable[tuple[str, str]]) -> dict[str, Any]:
-        """Typed, validated parameters with the lexicon's defaults filled in; XrpcError otherwise."""
+        """Typed, validated parameters with the lexicon's defaults filled in; InvalidRequest otherwise."""
         values: dict[str, Any] = {}
         for name, raw in query:
             param = self.params.get(name)
             if param is None:
-                raise invalid(f"unknown parameter {name!r}")
+                raise errors.InvalidRequest(f"unknown parameter {name[:50]!r}")
             value = _coerce(param, raw)
             if param.array:
                 values.setdefault(name, []).append(value)
             elif name in values:
-                raise invalid(f"parameter {name!r} given more than once")
+                raise errors.InvalidRequest(f"parameter {name!r} given more than once")
             else:
                 values[name] = value
         try:
             lexicons.validator().validate(self.nsid, "parameters", values)
         except ValidationError as exc:
-            raise invalid(str(exc)) from None
+            raise errors.InvalidRequest(str(exc)) from None
         for param in self.params.values():
             if param.default is not None:
                 values.setdefault(param.name, param.default)
@@ -89,10 +140,10 @@ class Method:
 
 
 def method(nsid: str) -> Method:
-    """Read a query's lexicon; a parameter type we cannot carry in a query string is a ConfigError."""
+    """Read a method's lexicon; a parameter type we cannot carry in a query string is a ConfigError."""
     definition = lexicons.main_def(nsid)
-    if definition.get("type") != "query":
-        raise ConfigError(f"{nsid}: not a query lexicon")
+    if definition.get("type") not in ("query", "procedure"):
+        raise ConfigError(f"{nsid}: not a query or procedure lexicon")
     params: dict[str, Param] = {}
     for name, schema in definition.get("parameters", {}).get("properties", {}).items():
         array = schema.get("type") == "array"
@@ -100,17 +151,16 @@ def method(nsid: str) -> Method:
         if kind not in _SCALARS:
             raise ConfigError(f"{nsid}: parameter {name} has unsupported type {kind!r}")
         params[name] = Param(name, kind, array, schema.get("default"))
-    errors = frozenset(error["name"] for error in definition.get("errors", ()))
-    return Method(nsid, params, errors)
+    return Method(nsid, params)
 
 
 def _coerce(param: Param, raw: str) -> Any:
     if param.type == "integer":
         if not _INTEGER.fullmatch(raw):
-            raise invalid(f"parameter {param.name!r} must be an integer, got {raw[:50]!r}")
+            raise errors.InvalidRequest(f"parameter {param.name!r} must be an integer, got {raw[:50]!r}")
         return int(raw)
     if param.type == "boolean":
         if raw not in ("true", "false"):
-            raise invalid(f"parameter {param.name!r} must be true or false, got {raw[:50]!r}")
+            raise errors.InvalidRequest(f"parameter {param.name!r} must be true or false, got {raw[:50]!r}")
         return raw == "true"
     return raw

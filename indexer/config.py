@@ -1,16 +1,19 @@
 """Settings: the only module that reads the environment (and `.env`).
 
-Every setting has a default that runs on one machine with no set-up. Environment variables win over
-`.env`; CLI flags win over both (the CLI passes them to `Settings.replace`).
+Settings come in small frozen parts, one per concern, each field naming its environment variable; a
+component is handed the parts it needs. Every setting has a default that runs on one machine with no
+set-up. The process environment wins over `.env`; the CLI's flags are given as variables too, and win
+over both.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, TypeVar
 
 from dotenv import dotenv_values
 
@@ -23,95 +26,71 @@ PUBLIC_JETSTREAM_URLS = (
     "wss://jetstream2.us-west.bsky.network/subscribe",
 )
 
+T = TypeVar("T")
+
+
+def setting(env: str, default: T, *aliases: str, secret: bool = False) -> T:
+    """A field read from `env` (or, when that is unset, from the first alias that is set)."""
+    metadata = {"env": env, "aliases": aliases}
+    return field(default=default, metadata=metadata, repr=not secret)
+
 
 @dataclass(frozen=True)
-class Settings:
-    db_path: Path = Path("./data/relay.duckdb")
-    jetstream_urls: tuple[str, ...] = PUBLIC_JETSTREAM_URLS
-    jetstream_compress: bool = True
-    plc_url: str = "https://plc.directory"
-    # Indexer batching: a batch closes at `batch_size` events or after `batch_seconds`.
-    batch_size: int = 10000
-    batch_seconds: float = 0.25
-    # Reconnect: rewind on reconnect / further on host switch; backoff bounds; stall and quiet limits.
-    rewind_seconds: float = 5.0
-    switch_rewind_seconds: float = 10.0
-    backoff_min_seconds: float = 1.0
-    backoff_max_seconds: float = 30.0
-    stall_seconds: float = 90.0
-    quiet_seconds: float = 1800.0
-    # Audio checks.
-    audio_allow_insecure: bool = False
-    audio_hosts: frozenset[str] = frozenset()
-    audio_concurrency: int = 64
-    audio_per_host: int = 16
-    audio_timeout_seconds: float = 10.0
-    audio_retries: int = 3
-    audio_recheck_seconds: float = 86400.0
-    future_skew_seconds: float = 86400.0
-    # API.
-    host: str = "127.0.0.1"
-    port: int = 8080
-    public_url: str = ""
-    service_did: str = ""
-    cursor_secret: str = ""
-    # Storage and publishing.
-    storage: str = "local"
-    audio_dir: Path = Path("./data/audio")
-    max_upload_bytes: int = 100 * 1024 * 1024
-    r2_account_id: str = ""
-    r2_access_key_id: str = ""
-    r2_secret_access_key: str = ""
-    r2_bucket_name: str = "relay-audio"
-    r2_public_url: str = ""
-    r2_endpoint_url: str = ""
-    publish_rate_per_minute: int = 30
-    # `relay-appview publish` signs in as this account; at RELAY_PDS_URL if set, else at the PDS its
-    # DID document names.
-    handle: str = ""
-    app_password: str = field(default="", repr=False)
-    pds_url: str = ""
-    log_level: str = "INFO"
+class DatabaseSettings:
+    path: Path = setting("RELAY_DB_PATH", Path("./data/relay.duckdb"))
 
-    @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None, env_file: str | Path = ".env") -> Settings:
-        """Read settings from `.env` (if present) overlaid by the process environment."""
-        values: dict[str, str] = {}
-        if Path(env_file).is_file():
-            values.update({k: v for k, v in dotenv_values(env_file).items() if v is not None})
-        values.update(os.environ if environ is None else environ)
-        return cls._from_mapping(values)
 
-    @classmethod
-    def _from_mapping(cls, env: Mapping[str, str]) -> Settings:
-        kwargs: dict[str, object] = {}
-        for f in dataclasses.fields(cls):
-            name = _ENV_NAMES.get(f.name, "RELAY_" + f.name.upper())
-            raw = env.get(name)
-            if raw is None or raw.strip() == "":
-                continue
-            kwargs[f.name] = _cast(name, raw.strip(), f.default)
-        settings = cls(**kwargs)  # type: ignore[arg-type]
-        settings.check()
-        return settings
+@dataclass(frozen=True)
+class IngestSettings:
+    """Jetstream: where from, how events are batched, and how a lost connection is resumed."""
 
-    def replace(self, **changes: object) -> Settings:
-        settings = dataclasses.replace(self, **changes)  # type: ignore[arg-type]
-        settings.check()
-        return settings
+    jetstream_urls: tuple[str, ...] = setting("RELAY_JETSTREAM_URLS", PUBLIC_JETSTREAM_URLS)
+    compress: bool = setting("RELAY_JETSTREAM_COMPRESS", True)
+    batch_size: int = setting("RELAY_BATCH_SIZE", 10000)
+    batch_seconds: float = setting("RELAY_BATCH_SECONDS", 0.25)
+    rewind_seconds: float = setting("RELAY_REWIND_SECONDS", 5.0)
+    switch_rewind_seconds: float = setting("RELAY_SWITCH_REWIND_SECONDS", 10.0)
+    backoff_min_seconds: float = setting("RELAY_BACKOFF_MIN_SECONDS", 1.0)
+    backoff_max_seconds: float = setting("RELAY_BACKOFF_MAX_SECONDS", 30.0)
+    stall_seconds: float = setting("RELAY_STALL_SECONDS", 90.0)
+    quiet_seconds: float = setting("RELAY_QUIET_SECONDS", 1800.0)
+    future_skew_seconds: float = setting("RELAY_FUTURE_SKEW_SECONDS", 86400.0)
 
-    def check(self) -> None:
-        if not self.jetstream_urls:
-            raise ConfigError("RELAY_JETSTREAM_URLS: at least one URL is needed")
-        for url in self.jetstream_urls:
-            if not url.startswith(("ws://", "wss://")):
-                raise ConfigError(f"RELAY_JETSTREAM_URLS: {url!r} is not a ws:// or wss:// URL")
-        if self.storage not in ("local", "r2"):
-            raise ConfigError(f"RELAY_STORAGE: {self.storage!r} is not one of local, r2")
-        if self.batch_size < 1 or self.batch_seconds <= 0:
-            raise ConfigError("RELAY_BATCH_SIZE and RELAY_BATCH_SECONDS must be positive")
-        if not 0 < self.port < 65536:
-            raise ConfigError(f"RELAY_PORT: {self.port} is not a TCP port")
+    @property
+    def max_future_us(self) -> int:
+        return int(self.future_skew_seconds * 1_000_000)
+
+
+@dataclass(frozen=True)
+class NetworkSettings:
+    """What every outbound fetch (audio, PDS, DID documents, handles) may dial."""
+
+    allow_insecure: bool = setting("RELAY_ALLOW_INSECURE", False, "RELAY_AUDIO_ALLOW_INSECURE")
+
+
+@dataclass(frozen=True)
+class AudioCheckSettings:
+    hosts: frozenset[str] = setting("RELAY_AUDIO_HOSTS", frozenset())
+    concurrency: int = setting("RELAY_AUDIO_CONCURRENCY", 64)
+    per_host: int = setting("RELAY_AUDIO_PER_HOST", 16)
+    timeout_seconds: float = setting("RELAY_AUDIO_TIMEOUT_SECONDS", 10.0)
+    retries: int = setting("RELAY_AUDIO_RETRIES", 3)
+    recheck_seconds: float = setting("RELAY_AUDIO_RECHECK_SECONDS", 86400.0)
+
+
+@dataclass(frozen=True)
+class IdentitySettings:
+    plc_url: str = setting("RELAY_PLC_URL", "https://plc.directory")
+    timeout_seconds: float = setting("RELAY_IDENTITY_TIMEOUT_SECONDS", 10.0)
+
+
+@dataclass(frozen=True)
+class ApiSettings:
+    host: str = setting("RELAY_HOST", "127.0.0.1")
+    port: int = setting("RELAY_PORT", 8080)
+    public_url: str = setting("RELAY_PUBLIC_URL", "")
+    service_did: str = setting("RELAY_SERVICE_DID", "")
+    cursor_secret: str = setting("RELAY_CURSOR_SECRET", "", secret=True)
 
     @property
     def base_url(self) -> str:
@@ -126,14 +105,99 @@ class Settings:
         return f"did:web:{host}"
 
 
-_ENV_NAMES = {
-    "r2_account_id": "R2_ACCOUNT_ID",
-    "r2_access_key_id": "R2_ACCESS_KEY_ID",
-    "r2_secret_access_key": "R2_SECRET_ACCESS_KEY",
-    "r2_bucket_name": "R2_BUCKET_NAME",
-    "r2_public_url": "R2_PUBLIC_URL",
-    "r2_endpoint_url": "R2_ENDPOINT_URL",
-}
+@dataclass(frozen=True)
+class PublishSettings:
+    """The publish endpoint's limits, and the account `relay-appview publish` signs in as (at
+    RELAY_PDS_URL if set, else at the PDS its DID document names)."""
+
+    max_upload_bytes: int = setting("RELAY_MAX_UPLOAD_BYTES", 100 * 1024 * 1024)
+    rate_per_minute: int = setting("RELAY_PUBLISH_RATE_PER_MINUTE", 30)
+    handle: str = setting("RELAY_HANDLE", "")
+    app_password: str = setting("RELAY_APP_PASSWORD", "", secret=True)
+    pds_url: str = setting("RELAY_PDS_URL", "")
+
+
+@dataclass(frozen=True)
+class StorageSettings:
+    """Where published audio lives: `local` files under `audio_dir`, or Cloudflare R2 (any S3 API)."""
+
+    kind: str = setting("RELAY_STORAGE", "local")
+    audio_dir: Path = setting("RELAY_AUDIO_DIR", Path("./data/audio"))
+    r2_account_id: str = setting("R2_ACCOUNT_ID", "")
+    r2_access_key_id: str = setting("R2_ACCESS_KEY_ID", "")
+    r2_secret_access_key: str = setting("R2_SECRET_ACCESS_KEY", "", secret=True)
+    r2_bucket_name: str = setting("R2_BUCKET_NAME", "relay-audio")
+    r2_public_url: str = setting("R2_PUBLIC_URL", "")
+    r2_endpoint_url: str = setting("R2_ENDPOINT_URL", "")
+
+
+@dataclass(frozen=True)
+class Settings:
+    db: DatabaseSettings = field(default_factory=DatabaseSettings)
+    ingest: IngestSettings = field(default_factory=IngestSettings)
+    net: NetworkSettings = field(default_factory=NetworkSettings)
+    audio: AudioCheckSettings = field(default_factory=AudioCheckSettings)
+    identity: IdentitySettings = field(default_factory=IdentitySettings)
+    api: ApiSettings = field(default_factory=ApiSettings)
+    publish: PublishSettings = field(default_factory=PublishSettings)
+    storage: StorageSettings = field(default_factory=StorageSettings)
+    log_level: str = setting("RELAY_LOG_LEVEL", "INFO")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, env_file: str | Path = ".env") -> Settings:
+        """Read settings from `.env` (if present) overlaid by `environ` (default: the process environment)."""
+        values: dict[str, str] = {}
+        if Path(env_file).is_file():
+            values.update({k: v for k, v in dotenv_values(env_file).items() if v is not None})
+        values.update(os.environ if environ is None else environ)
+        settings = _build(cls, values)
+        settings.check()
+        return settings
+
+    def check(self) -> None:
+        ingest = self.ingest
+        if not ingest.jetstream_urls:
+            raise ConfigError("RELAY_JETSTREAM_URLS: at least one URL is needed")
+        for url in ingest.jetstream_urls:
+            if not url.startswith(("ws://", "wss://")):
+                raise ConfigError(f"RELAY_JETSTREAM_URLS: {url!r} is not a ws:// or wss:// URL")
+        if self.storage.kind not in ("local", "r2"):
+            raise ConfigError(f"RELAY_STORAGE: {self.storage.kind!r} is not one of local, r2")
+        if ingest.batch_size < 1 or ingest.batch_seconds <= 0:
+            raise ConfigError("RELAY_BATCH_SIZE and RELAY_BATCH_SECONDS must be positive")
+        if not 0 < self.api.port < 65536:
+            raise ConfigError(f"RELAY_PORT: {self.api.port} is not a TCP port")
+
+
+def env_names(cls: type = Settings) -> Iterator[str]:
+    """Every variable the settings read, aliases left out (README and .env.example list these)."""
+    for f in dataclasses.fields(cls):
+        if "env" in f.metadata:
+            yield f.metadata["env"]
+        else:
+            yield from env_names(_part(f))
+
+
+def _build(cls: type[T], env: Mapping[str, str]) -> T:
+    kwargs: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):  # type: ignore[arg-type]  # cls is always a settings dataclass
+        if "env" not in f.metadata:
+            kwargs[f.name] = _build(_part(f), env)
+            continue
+        for name in (f.metadata["env"], *f.metadata["aliases"]):
+            raw = env.get(name)
+            if raw is not None and raw.strip():
+                kwargs[f.name] = _cast(name, raw.strip(), f.default)
+                break
+    return cls(**kwargs)
+
+
+def _part(f: dataclasses.Field[Any]) -> type:
+    """The class of a settings part (a field without a variable of its own, built by its factory)."""
+    factory = f.default_factory
+    assert callable(factory), f"{f.name}: a settings part needs a default_factory"
+    return type(factory())
+
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}

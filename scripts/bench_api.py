@@ -36,7 +36,7 @@ import psutil
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from indexer.db.store import Store  # noqa: E402
+from indexer.db.duckdb_store import DuckDBStore as Store  # noqa: E402
 
 BASE_US = 1_700_000_000_000_000
 STEP_US = 30_000_000

@@ -34,7 +34,7 @@ import orjson
 import websockets
 
 from indexer.config import Settings
-from indexer.db.store import Store
+from indexer.db.duckdb_store import DuckDBStore as Store
 from indexer.db.writer import Writer
 from indexer.ingest.feed import Ack, Feed, Start
 from indexer.ingest.workqueue import WorkQueue
@@ -75,8 +75,9 @@ def _mix(events: list[dict]) -> dict[str, int]:
     return mix
 
 
-def _settings(url: str, **overrides: object) -> Settings:
-    return Settings(jetstream_urls=(url,), jetstream_compress=False, audio_allow_insecure=True).replace(**overrides)
+def _settings(url: str, **variables: str) -> Settings:
+    env = {"RELAY_JETSTREAM_URLS": url, "RELAY_JETSTREAM_COMPRESS": "false", "RELAY_ALLOW_INSECURE": "true"}
+    return Settings.from_env({**env, **variables}, env_file="/nonexistent")
 
 
 async def bench_ours(url: str, last_us: int, db: Path, compress: bool) -> tuple[float, float]:
@@ -86,7 +87,7 @@ async def bench_ours(url: str, last_us: int, db: Path, compress: bool) -> tuple[
     tune_for_ingest()  # as the Indexer does
     store = Store(db)
     writer = Writer(store)
-    start = Start(_settings(url, jetstream_compress=compress), 0, False, set(), 86_400_000_000)
+    start = Start(_settings(url, RELAY_JETSTREAM_COMPRESS=str(compress).lower()), 0, False, set(), 86_400_000_000)
     applied = 0
     starting = time.perf_counter()
     async with Feed(start) as feed:
@@ -177,10 +178,12 @@ async def bench_ceiling(url: str, total: int) -> float:
 
 
 async def bench_audio_ours(urls: list[str], db: Path, concurrency: int) -> float:
-    settings = Settings(audio_allow_insecure=True, audio_concurrency=concurrency)
+    settings = Settings.from_env(
+        {"RELAY_ALLOW_INSECURE": "true", "RELAY_AUDIO_CONCURRENCY": str(concurrency)}, env_file="/nonexistent"
+    )
     store = Store(db)
     writer = Writer(store)
-    async with AudioChecker(settings) as checker:
+    async with AudioChecker(settings.audio, settings.net) as checker:
         queue = WorkQueue("audio", checker.check, writer.record_audio, concurrency=concurrency)
         runner = asyncio.create_task(queue.run())
         start = time.perf_counter()

@@ -94,7 +94,7 @@ def service(workdir: Path, pds: LocalPds, env: dict[str, str]) -> Iterator[tuple
         RELAY_AUDIO_DIR=str(workdir / "audio"),
         RELAY_PORT=str(port),
         RELAY_PLC_URL=pds.plc_url,
-        RELAY_AUDIO_ALLOW_INSECURE="true",
+        RELAY_ALLOW_INSECURE="true",
         RELAY_JETSTREAM_URLS="ws://127.0.0.1:9/subscribe",
         RELAY_MAX_UPLOAD_BYTES=str(110 * MiB),
         RELAY_PUBLISH_RATE_PER_MINUTE="1000",

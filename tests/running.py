@@ -1,21 +1,43 @@
-"""An Indexer running in the test's event loop over a store the test owns, stopped and drained on exit."""
+"""An Indexer running in the test's event loop over a store the test owns, stopped and drained on exit;
+and the settings the in-process indexer tests share."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from typing import Any
 
 from indexer.config import Settings
 from indexer.db.store import Store
+from indexer.ingest.index import Index
 from indexer.ingest.service import Indexer
 from indexer.net.audio_check import AudioChecker
+from tests.builders import make_settings
+
+
+def indexer_settings(jetstream_url: str, **variables: Any) -> Settings:
+    """Quick batches and backoffs, loopback audio allowed, and a PLC URL nothing listens on."""
+    defaults = {
+        "RELAY_JETSTREAM_URLS": jetstream_url,
+        "RELAY_PLC_URL": "http://127.0.0.1:9",
+        "RELAY_ALLOW_INSECURE": True,
+        "RELAY_AUDIO_RETRIES": 2,
+        "RELAY_AUDIO_TIMEOUT_SECONDS": 2.0,
+        "RELAY_BATCH_SIZE": 50,
+        "RELAY_BATCH_SECONDS": 0.05,
+        "RELAY_BACKOFF_MIN_SECONDS": 0.01,
+        "RELAY_BACKOFF_MAX_SECONDS": 0.05,
+        "RELAY_STALL_SECONDS": 2.0,
+    }
+    return make_settings(defaults, **variables)
 
 
 @contextlib.asynccontextmanager
 async def running_indexer(settings: Settings, store: Store, cursor: int | None) -> AsyncIterator[Indexer]:
-    checker = AudioChecker(settings, retry_base_seconds=0.01)
-    indexer = Indexer(settings, store, replay_from=cursor, checker=checker)
+    checker = AudioChecker(settings.audio, settings.net, retry_base_seconds=0.01)
+    index = Index(store, max_future_us=settings.ingest.max_future_us)
+    indexer = Indexer(settings, index, replay_from=cursor, checker=checker)
     task = asyncio.create_task(indexer.run())
     try:
         yield indexer
@@ -24,3 +46,4 @@ async def running_indexer(settings: Settings, store: Store, cursor: int | None) 
         async with asyncio.timeout(20):
             await task
         await checker.aclose()
+        index.close()

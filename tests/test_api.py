@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from appview_api.read.views import iso_micros
+from indexer.atproto.datetimes import iso_from_us
 from tests.fixtures.api import ACTOR, ALICE, BOB, CAROL, FEED, PUBLIC_URL, SEARCH, TRACK, Api, at, start_api, uris
 from tests.servers.events import iso, now_us
 
@@ -41,7 +41,7 @@ def test_track_view_has_exactly_the_lexicon_fields(api: Api) -> None:
         "fileType": "mp3",
         "duration": 215,
         "createdAt": at(5),
-        "indexedAt": iso_micros(row[1]),
+        "indexedAt": iso_from_us(row[1]),
     }
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", full["indexedAt"])
     assert minimal["uri"] == bare
@@ -392,7 +392,7 @@ def test_cursor_secret_persists_across_restarts(tmp_path: Path) -> None:
     again = next(servers)
     assert again.xrpc(FEED, cursor=cursor, limit=1).status_code == 200
     servers.close()
-    servers = start_api(db, cursor_secret="configured elsewhere")
+    servers = start_api(db, RELAY_CURSOR_SECRET="configured elsewhere")
     other = next(servers)
     assert other.xrpc(FEED, cursor=cursor, limit=1).status_code == 400
     servers.close()
@@ -403,7 +403,7 @@ def test_cursor_secret_persists_across_restarts(tmp_path: Path) -> None:
 
 def test_health_reports_version_cursor_and_lag(api: Api) -> None:
     assert api.get("/xrpc/_health").json() == {"version": "0.1.0", "cursor": None, "lagSeconds": None}
-    api.store.rewind(1_700_000_000_000_000)
+    api.store.rewind(1_700_000_000_000_000, "replay")
     body = api.get("/xrpc/_health").json()
     assert body["cursor"] == 1_700_000_000_000_000
     assert body["lagSeconds"] > 0
@@ -426,11 +426,12 @@ def test_unexpected_failure_is_a_bare_500_logged_once(api: Api, caplog: pytest.L
     api.catalog.publish(ALICE)
     api.store.reader().execute("DROP INDEX accounts_handle")
     api.store.reader().execute("ALTER TABLE accounts RENAME COLUMN handle TO name")  # a schema the code cannot read
-    with caplog.at_level(logging.ERROR, logger="appview_api.app"):
+    with caplog.at_level(logging.ERROR, logger="appview_api.xrpc"):
         response = api.xrpc(FEED, limit=7)
     assert response.status_code == 500
     assert response.json() == {"error": "InternalServerError", "message": "internal error"}
-    assert [r.message for r in caplog.records] == ["query failed nsid=app.relay.feed.getTracks"]
+    [logged] = [r.getMessage() for r in caplog.records]
+    assert logged.startswith("request failed path=/xrpc/app.relay.feed.getTracks error=StoreError reason=database error: ")
 
 
 def test_did_document_names_the_service(api: Api) -> None:

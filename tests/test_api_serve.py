@@ -12,7 +12,7 @@ from pathlib import Path
 
 import httpx
 
-from indexer.db.store import Store
+from indexer.db.duckdb_store import DuckDBStore
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -22,7 +22,8 @@ _WITH_INDEXER = """
 import asyncio, sys
 from appview_api.server import serve
 from indexer.config import Settings
-from indexer.db.store import Store
+from indexer.db.duckdb_store import DuckDBStore
+from indexer.ingest.index import Index
 
 class Recorder:
     def __init__(self, store):
@@ -36,8 +37,9 @@ class Recorder:
     def status(self):
         return {"jetstream": "ws://127.0.0.1:9/subscribe", "audioChecksOutstanding": 3}
 
-store = Store(sys.argv[1])
-asyncio.run(serve(Settings(db_path=sys.argv[1], port=int(sys.argv[2])), store, indexer=Recorder(store)))
+settings = Settings.from_env({"RELAY_DB_PATH": sys.argv[1], "RELAY_PORT": sys.argv[2]}, env_file="/nonexistent")
+store = DuckDBStore(sys.argv[1])
+asyncio.run(serve(settings, Index(store, max_future_us=0), indexer=Recorder(store)))
 store.close()
 """
 
@@ -90,7 +92,7 @@ def test_serve_stops_and_awaits_the_indexer_on_sigterm(tmp_path: Path) -> None:
     finally:
         proc.kill()
         proc.wait()
-    store = Store(db)
+    store = DuckDBStore(db)
     try:
         assert store.meta("indexer") == "flushed"
     finally:

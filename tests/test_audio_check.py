@@ -8,8 +8,9 @@ from collections.abc import AsyncIterator, Callable
 import pytest
 from prometheus_client import REGISTRY
 
-from indexer.config import Settings
-from indexer.net.audio_check import AudioChecker, AudioResult, AudioState, judge
+from indexer.db.rows import AudioResult, AudioState
+from indexer.net.audio_check import AudioChecker, judge
+from tests.builders import make_settings
 from tests.fixtures.audio import FAKE_PUBLIC_IP, DialRecorder, FakeResolver, SelfSignedCert
 from tests.servers.audio import AudioServer
 
@@ -19,8 +20,8 @@ V, UNAVAILABLE, UNREACHABLE, REFUSED = (
     AudioState.UNREACHABLE,
     AudioState.REFUSED,
 )
-INSECURE = Settings().replace(audio_allow_insecure=True, audio_retries=3, audio_timeout_seconds=2.0)
-SECURE = INSECURE.replace(audio_allow_insecure=False)
+INSECURE: dict[str, object] = {"RELAY_ALLOW_INSECURE": True, "RELAY_AUDIO_RETRIES": 3, "RELAY_AUDIO_TIMEOUT_SECONDS": 2.0}
+SECURE = {**INSECURE, "RELAY_ALLOW_INSECURE": False}
 
 MakeChecker = Callable[..., AudioChecker]
 
@@ -29,9 +30,10 @@ MakeChecker = Callable[..., AudioChecker]
 async def make_checker(fake_resolver: FakeResolver, dial_recorder: DialRecorder) -> AsyncIterator[MakeChecker]:
     checkers: list[AudioChecker] = []
 
-    def make(settings: Settings = INSECURE) -> AudioChecker:
+    def make(env: dict[str, object] = INSECURE) -> AudioChecker:
+        settings = make_settings(env)
         checker = AudioChecker(
-            settings, resolver=fake_resolver, network_backend=dial_recorder, retry_base_seconds=0.001
+            settings.audio, settings.net, resolver=fake_resolver, network_backend=dial_recorder, retry_base_seconds=0.001
         )
         checkers.append(checker)
         return checker
@@ -117,7 +119,7 @@ async def test_ranged_get_asks_for_one_byte(audio_server: AudioServer, make_chec
 
 async def test_slow_server_times_out(audio_server: AudioServer, make_checker: MakeChecker) -> None:
     url = audio_server.url("/slow/30")
-    checker = make_checker(INSECURE.replace(audio_timeout_seconds=0.2, audio_retries=2))
+    checker = make_checker({**INSECURE, "RELAY_AUDIO_TIMEOUT_SECONDS": 0.2, "RELAY_AUDIO_RETRIES": 2})
     assert await checker.check(url) == AudioResult(url, UNREACHABLE, "timed out", None, None)
     assert audio_server.hits["/slow/30"] == 2
 
@@ -126,7 +128,7 @@ async def test_slow_server_times_out(audio_server: AudioServer, make_checker: Ma
 async def test_concurrency_is_bounded(
     concurrency: int, per_host: int, audio_server: AudioServer, make_checker: MakeChecker
 ) -> None:
-    checker = make_checker(INSECURE.replace(audio_concurrency=concurrency, audio_per_host=per_host))
+    checker = make_checker({**INSECURE, "RELAY_AUDIO_CONCURRENCY": concurrency, "RELAY_AUDIO_PER_HOST": per_host})
     urls = [audio_server.url(f"/slow/0.05?n={n}") for n in range(8)]
     results = await asyncio.gather(*(checker.check(url) for url in urls))
     assert {result.state for result in results} == {V}
@@ -184,7 +186,7 @@ REFUSED_BEFORE_DIALLING = [
     (INSECURE, "http://[::1", "not a valid URL: Invalid port: ':1'"),
     (INSECURE, "http://ok.example/" + "a" * 2100, "URL is longer than 2048 characters"),
     (
-        INSECURE.replace(audio_hosts=frozenset({"cdn.example"})),
+        {**INSECURE, "RELAY_AUDIO_HOSTS": "cdn.example"},
         "http://ok.example/a",
         "host 'ok.example' is not in the allowlist",
     ),
@@ -193,7 +195,7 @@ REFUSED_BEFORE_DIALLING = [
 
 @pytest.mark.parametrize(("settings", "url", "reason"), REFUSED_BEFORE_DIALLING)
 async def test_refused_without_any_dial(
-    settings: Settings, url: str, reason: str, make_checker: MakeChecker, dial_recorder: DialRecorder
+    settings: dict[str, object], url: str, reason: str, make_checker: MakeChecker, dial_recorder: DialRecorder
 ) -> None:
     assert await make_checker(settings).check(url) == AudioResult(url, REFUSED, reason, None, None)
     assert dial_recorder.dials == []
@@ -271,7 +273,8 @@ async def test_outcomes_are_counted_and_refusals_logged(
 
 
 async def test_checker_is_an_async_context_manager(audio_server: AudioServer, fake_resolver: FakeResolver) -> None:
-    async with AudioChecker(INSECURE, resolver=fake_resolver) as checker:
+    settings = make_settings(INSECURE)
+    async with AudioChecker(settings.audio, settings.net, resolver=fake_resolver) as checker:
         result = await checker.check(audio_server.url("/audio/cm.mp3"))
     assert result.state is V
 

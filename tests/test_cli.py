@@ -12,10 +12,7 @@ import orjson
 import pytest
 
 from appview_api.cli import _parser
-from indexer.db.store import Store
-from indexer.ingest.events import parse
-from indexer.ingest.planner import Planner
-from indexer.ingest.staging import stage
+from tests.builders import Applier, open_store
 from tests.servers.events import commit, track_record
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -43,14 +40,14 @@ def test_every_command_is_documented_with_an_example() -> None:
 
 
 def test_status_reports_cursor_states_and_rejections(tmp_path: Path) -> None:
-    store = Store(tmp_path / "relay.duckdb")
+    store = open_store(tmp_path / "relay.duckdb")
     good = track_record("Song", "Artist", "https://audio.example/a.mp3", created_at="2026-01-01T00:00:00Z")
     bad = {**good, "fileType": "aac"}
     events = [
         commit(DID, "3mmoojp7etg2g", "3mmoojp7vgo2a", "create", good, time_us=1779719009000000),
         commit(DID, "3mmoojp7etg2h", "3mmoojp7vgo2b", "create", bad, time_us=1779719009000001),
     ]
-    store.apply(stage(Planner().plan([parse(orjson.dumps(e)) for e in events])), "ws://127.0.0.1:9/subscribe")
+    Applier(store).apply(*events, source="ws://127.0.0.1:9/subscribe")
     store.close()
 
     text = run("status", "--db", "relay.duckdb", cwd=tmp_path)
@@ -108,7 +105,7 @@ def test_a_database_held_by_a_running_process_is_a_clean_error(tmp_path: Path) -
     finally:
         holder.communicate(b"", timeout=20)
     assert result.returncode == 2
-    assert result.stderr.startswith("relay-appview: cannot open the database: ")
+    assert result.stderr.startswith("relay-appview: cannot open the database held.duckdb: ")
     assert "lock" in result.stderr.lower()
 
 

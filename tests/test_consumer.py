@@ -13,13 +13,13 @@ import pytest
 
 from indexer import metrics
 from indexer.atproto import tid
-from indexer.config import Settings
-from indexer.db.store import Store
+from indexer.config import IngestSettings
+from indexer.db.duckdb_store import DuckDBStore
 from indexer.db.writer import Writer
 from indexer.ingest.consumer import Consumer
 from indexer.ingest.events import Event
 from indexer.ingest.planner import Planner
-from indexer.ingest.staging import stage
+from tests.builders import make_settings
 from tests.servers.events import account, commit, golden_events, identity, now_us, track_record
 from tests.servers.jetstream import JetstreamServer
 from tests.waiting import eventually
@@ -27,17 +27,17 @@ from tests.waiting import eventually
 DIDS = [f"did:plc:{c * 24}" for c in "abcdefgh"]
 
 
-def settings(*urls: str, **overrides: Any) -> Settings:
-    base = Settings(
-        jetstream_urls=urls,
-        batch_size=50,
-        batch_seconds=0.05,
-        backoff_min_seconds=0.01,
-        backoff_max_seconds=0.05,
-        stall_seconds=1.0,
-        quiet_seconds=60.0,
-    )
-    return base.replace(**overrides)
+def settings(*urls: str, **variables: Any) -> IngestSettings:
+    defaults = {
+        "RELAY_JETSTREAM_URLS": urls,
+        "RELAY_BATCH_SIZE": 50,
+        "RELAY_BATCH_SECONDS": 0.05,
+        "RELAY_BACKOFF_MIN_SECONDS": 0.01,
+        "RELAY_BACKOFF_MAX_SECONDS": 0.05,
+        "RELAY_STALL_SECONDS": 1.0,
+        "RELAY_QUIET_SECONDS": 60.0,
+    }
+    return make_settings(defaults, **variables).ingest
 
 
 def tracks(n: int, start_us: int | None = None) -> list[dict[str, Any]]:
@@ -55,8 +55,8 @@ def tracks(n: int, start_us: int | None = None) -> list[dict[str, Any]]:
 class Harness:
     """A consumer whose batches go through the real Writer into a real DuckDB file."""
 
-    def __init__(self, path: Path, config: Settings, fail_batches: int = 0) -> None:
-        self.store = Store(path)
+    def __init__(self, path: Path, config: IngestSettings, fail_batches: int = 0) -> None:
+        self.store = DuckDBStore(path)
         self.writer = Writer(self.store)
         self.planner = Planner(self.store.known_dids())
         self.fail_batches = fail_batches
@@ -71,7 +71,7 @@ class Harness:
             self.fail_batches -= 1
             raise RuntimeError("disk full")
         self.batches.append(events)
-        await self.writer.apply(stage(self.planner.plan(events)), source)
+        await self.writer.apply(self.planner.plan(events), source)
 
     def count(self, sql: str = "SELECT count(*) FROM tracks") -> int:
         return self.store.reader().execute(sql).fetchone()[0]
@@ -95,7 +95,7 @@ async def test_replays_from_cursor_and_indexes_everything(tmp_path: Path, compre
     events = golden_events() + tracks(120)
     start = min(e["time_us"] for e in events)
     async with JetstreamServer(events) as server:
-        harness = Harness(tmp_path / "db.duckdb", settings(server.url, jetstream_compress=compress))
+        harness = Harness(tmp_path / "db.duckdb", settings(server.url, RELAY_JETSTREAM_COMPRESS=compress))
         harness.consumer.cursor = start
         async with harness.running():
             await eventually(lambda: harness.count() == 120)
@@ -122,7 +122,7 @@ async def test_dropped_connection_resumes_with_no_gap_and_no_duplicate(tmp_path:
     events = tracks(300)
     async with JetstreamServer(events) as server:
         server.plan(drop_after=130)
-        harness = Harness(tmp_path / "db.duckdb", settings(server.url, rewind_seconds=0.00002))
+        harness = Harness(tmp_path / "db.duckdb", settings(server.url, RELAY_REWIND_SECONDS=0.00002))
         harness.consumer.cursor = events[0]["time_us"]
         async with harness.running():
             await eventually(lambda: harness.count() == 300)
@@ -140,7 +140,7 @@ async def test_stalled_server_is_left(tmp_path: Path) -> None:
     before = metrics.RECONNECTS.labels(reason="stall")._value.get()
     async with JetstreamServer(events) as server:
         server.plan(stall_after=10)
-        harness = Harness(tmp_path / "db.duckdb", settings(server.url, stall_seconds=0.6))
+        harness = Harness(tmp_path / "db.duckdb", settings(server.url, RELAY_STALL_SECONDS=0.6))
         harness.consumer.cursor = events[0]["time_us"]
         async with harness.running():
             await eventually(lambda: harness.count() == 40)
@@ -167,7 +167,7 @@ async def test_quiet_host_is_switched_with_a_deeper_rewind(tmp_path: Path) -> No
     events = tracks(30)
     async with JetstreamServer(events) as quiet, JetstreamServer(events) as healthy:
         quiet.plan(quiet_after=10)
-        config = settings(quiet.url, healthy.url, quiet_seconds=0.5, rewind_seconds=1.0, switch_rewind_seconds=2.0)
+        config = settings(quiet.url, healthy.url, RELAY_QUIET_SECONDS=0.5, RELAY_REWIND_SECONDS=1.0, RELAY_SWITCH_REWIND_SECONDS=2.0)
         harness = Harness(tmp_path / "db.duckdb", config)
         harness.consumer.cursor = events[0]["time_us"]
         async with harness.running():
@@ -201,7 +201,7 @@ async def test_unreachable_host_backs_off_and_retries(tmp_path: Path) -> None:
 async def test_failed_batch_is_fetched_again_not_skipped(tmp_path: Path) -> None:
     events = tracks(60)
     async with JetstreamServer(events) as server:
-        harness = Harness(tmp_path / "db.duckdb", settings(server.url, rewind_seconds=0.0), fail_batches=1)
+        harness = Harness(tmp_path / "db.duckdb", settings(server.url, RELAY_REWIND_SECONDS=0.0), fail_batches=1)
         harness.consumer.cursor = events[0]["time_us"]
         async with harness.running():
             await eventually(lambda: harness.count() == 60)
@@ -212,7 +212,7 @@ async def test_failed_batch_is_fetched_again_not_skipped(tmp_path: Path) -> None
 async def test_stop_flushes_what_was_received(tmp_path: Path) -> None:
     events = tracks(7)
     async with JetstreamServer(events) as server:
-        harness = Harness(tmp_path / "db.duckdb", settings(server.url, batch_size=1000, batch_seconds=30.0))
+        harness = Harness(tmp_path / "db.duckdb", settings(server.url, RELAY_BATCH_SIZE=1000, RELAY_BATCH_SECONDS=30.0))
         harness.consumer.cursor = events[0]["time_us"]
         async with harness.running():
             await eventually(lambda: server.connections and server.connections[0].sent == 7)
@@ -237,7 +237,7 @@ async def test_account_and_identity_events_reach_known_accounts(tmp_path: Path) 
 async def test_idle_server_that_answers_pings_is_not_a_stall(tmp_path: Path) -> None:
     events = tracks(3)
     async with JetstreamServer(events) as server:
-        harness = Harness(tmp_path / "db.duckdb", settings(server.url, stall_seconds=0.4))
+        harness = Harness(tmp_path / "db.duckdb", settings(server.url, RELAY_STALL_SECONDS=0.4))
         harness.consumer.cursor = events[0]["time_us"]
         async with harness.running():
             await eventually(lambda: harness.count() == 3)

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from indexer.db.store import Store
+from indexer.db.duckdb_store import DuckDBStore
 from tests.reference import reference, snapshot
 from tests.servers.audio import AudioServer
 from tests.servers.events import synthetic_track_events, track_record
@@ -44,7 +44,7 @@ async def start(args: list[str], db: Path, server: JetstreamServer) -> asyncio.s
         **os.environ,
         "RELAY_DB_PATH": str(db),
         "RELAY_JETSTREAM_URLS": server.url,
-        "RELAY_AUDIO_ALLOW_INSECURE": "true",
+        "RELAY_ALLOW_INSECURE": "true",
         "RELAY_PLC_URL": "http://127.0.0.1:9",
         "RELAY_BATCH_SIZE": "1000",
         "RELAY_LOG_LEVEL": "WARNING",
@@ -67,7 +67,7 @@ async def test_sigkill_mid_batch_then_restart_equals_a_clean_run(tmp_path: Path,
         await eventually(lambda: not any(alive(pid) for pid in helpers))  # none outlives the indexer
 
         # After the kill the index holds exactly the events up to the stored cursor: no half batch.
-        store = Store(db)
+        store = DuckDBStore(db)
         cursor = store.cursor().time_us
         assert events[0]["time_us"] < cursor < events[-1]["time_us"]
         prefix = [e for e in events if e["time_us"] <= cursor]
@@ -82,7 +82,7 @@ async def test_sigkill_mid_batch_then_restart_equals_a_clean_run(tmp_path: Path,
         assert await process.wait() == 0
         assert server.connections[1].cursor == cursor - 5_000_000
 
-    store = Store(db)
+    store = DuckDBStore(db)
     urls = sorted({e["commit"]["record"]["audioUrl"] for e in events if "record" in e["commit"]})
     assert snapshot(store, with_audio=True) == reference(tmp_path / "clean.duckdb", events, urls)
     assert store.cursor().time_us == events[-1]["time_us"]

@@ -10,12 +10,13 @@ from pathlib import Path
 from typing import Any
 
 from indexer import metrics
+from indexer.atproto.nsid import TRACK_COLLECTION
 from indexer.config import Settings
-from indexer.db.store import Store
-from indexer.ingest.events import TRACK_COLLECTION, Commit
-from indexer.ingest.staging import StagedBatch
+from indexer.db.batch import Batch
+from indexer.db.duckdb_store import DuckDBStore
+from indexer.ingest.events import Commit
 from tests.reference import reference, snapshot
-from tests.running import running_indexer
+from tests.running import indexer_settings, running_indexer
 from tests.servers.audio import AudioServer
 from tests.servers.events import account, now_us, synthetic_track_events, track_record
 from tests.servers.jetstream import JetstreamServer
@@ -24,19 +25,8 @@ from tests.waiting import eventually
 N_EVENTS = 6_000
 
 
-def config(server: JetstreamServer, **overrides: Any) -> Settings:
-    return Settings(
-        jetstream_urls=(server.url,),
-        plc_url="http://127.0.0.1:9",
-        audio_allow_insecure=True,
-        audio_retries=1,
-        audio_timeout_seconds=2.0,
-        batch_size=500,
-        batch_seconds=0.05,
-        backoff_min_seconds=0.01,
-        backoff_max_seconds=0.05,
-        stall_seconds=2.0,
-    ).replace(**overrides)
+def config(server: JetstreamServer) -> Settings:
+    return indexer_settings(server.url, RELAY_AUDIO_RETRIES=1, RELAY_BATCH_SIZE=500)
 
 
 def make_events(audio: AudioServer) -> list[dict[str, Any]]:
@@ -48,7 +38,7 @@ def make_events(audio: AudioServer) -> list[dict[str, Any]]:
     return events
 
 
-class FailingStore(Store):
+class FailingStore(DuckDBStore):
     """A store whose `fail_at`-th write of a batch fails, as a full disk would; it notes what the writes
     after that one saw of the Jetstream server, to show which connection their events came from."""
 
@@ -59,7 +49,7 @@ class FailingStore(Store):
         self.server = server
         self.connections_after_failure: list[int] = []
 
-    def apply(self, batch: StagedBatch, source: str | None = None) -> list[str]:
+    def apply(self, batch: Batch, source: str | None) -> list[str]:
         self.applied += 1
         if self.applied == self.fail_at:
             raise OSError("No space left on device")
@@ -77,7 +67,7 @@ async def test_feed_killed_mid_stream_is_started_again_and_the_index_equals_a_cl
 ) -> None:
     events = make_events(audio_server)
     last = events[-1]["time_us"]
-    store = Store(tmp_path / "db.duckdb")
+    store = DuckDBStore(tmp_path / "db.duckdb")
     async with JetstreamServer(events) as server:
         settings = config(server)
         async with running_indexer(settings, store, events[0]["time_us"]) as indexer:
@@ -121,11 +111,11 @@ async def test_an_account_first_indexed_by_a_local_write_is_followed_by_the_feed
 ) -> None:
     did = "did:plc:ffffffffffffffffffffffff"
     record = track_record("Local", "Artist", audio_server.url("/audio/local.mp3"), created_at="2026-01-01T00:00:00Z")
-    store = Store(tmp_path / "db.duckdb")
+    store = DuckDBStore(tmp_path / "db.duckdb")
     async with JetstreamServer([]) as server:
         async with running_indexer(config(server), store, None) as indexer:
             await eventually(lambda: indexer.status()["jetstream"] == server.url)
-            await indexer.ingest_local(
+            await indexer.index.ingest_local(
                 Commit(did, now_us(), "3mmoojp7vgo2a", "create", TRACK_COLLECTION, "3mmoojp7vgo2a", record, "bafy"),
                 None,
                 None,

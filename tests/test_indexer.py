@@ -12,29 +12,18 @@ import httpx
 
 from indexer.atproto import tid
 from indexer.config import Settings
-from indexer.db.store import Store
+from indexer.db.duckdb_store import DuckDBStore
 from indexer.ingest.service import Indexer
 from tests.fixtures.pds import LocalPds
-from tests.running import running_indexer
+from tests.running import indexer_settings, running_indexer
 from tests.servers.audio import AudioServer
 from tests.servers.events import account, commit, identity, now_us, track_record
 from tests.servers.jetstream import JetstreamServer
 from tests.waiting import eventually
 
 
-def config(server: JetstreamServer, plc_url: str, **overrides: Any) -> Settings:
-    return Settings(
-        jetstream_urls=(server.url,),
-        plc_url=plc_url,
-        audio_allow_insecure=True,
-        audio_retries=2,
-        audio_timeout_seconds=2.0,
-        batch_size=50,
-        batch_seconds=0.05,
-        backoff_min_seconds=0.01,
-        backoff_max_seconds=0.05,
-        stall_seconds=2.0,
-    ).replace(**overrides)
+def config(server: JetstreamServer, plc_url: str, **variables: Any) -> Settings:
+    return indexer_settings(server.url, RELAY_PLC_URL=plc_url, **variables)
 
 
 def create(did: str, url: str, title: str = "Song", t: int | None = None, **record: Any) -> dict[str, Any]:
@@ -46,7 +35,7 @@ def create(did: str, url: str, title: str = "Song", t: int | None = None, **reco
 
 @contextlib.asynccontextmanager
 async def running(settings: Settings, path: Path, cursor: int | None) -> AsyncIterator[Indexer]:
-    store = Store(path)
+    store = DuckDBStore(path)
     try:
         async with running_indexer(settings, store, cursor) as indexer:
             yield indexer
@@ -55,7 +44,9 @@ async def running(settings: Settings, path: Path, cursor: int | None) -> AsyncIt
 
 
 def query(indexer: Indexer, sql: str, *params: Any) -> list[tuple]:
-    return indexer.store.reader().execute(sql, list(params)).fetchall()
+    store = indexer.index.store
+    assert isinstance(store, DuckDBStore)
+    return store.reader().execute(sql, list(params)).fetchall()
 
 
 
@@ -129,15 +120,15 @@ async def test_pending_checks_survive_a_restart(tmp_path: Path, audio_server: Au
     slow = create(did, audio_server.url("/slow/30"))
     path = tmp_path / "db.duckdb"
     async with JetstreamServer([slow]) as server:
-        settings = config(server, "http://127.0.0.1:9", audio_timeout_seconds=30.0)
+        settings = config(server, "http://127.0.0.1:9", RELAY_AUDIO_TIMEOUT_SECONDS=30.0)
         async with running(settings, path, slow["time_us"]) as indexer:
             await eventually(lambda: query(indexer, "SELECT audio_state FROM tracks") == [("pending",)])
             await eventually(lambda: audio_server.hits["/slow/30"] == 1)
         # Stopped mid-check: the track is still pending in the store, and the next start checks it again.
-        store = Store(path)
+        store = DuckDBStore(path)
         assert store.pending_urls() == [audio_server.url("/slow/30")]
         store.close()
-        fast = settings.replace(audio_timeout_seconds=0.2, audio_retries=1)
+        fast = config(server, "http://127.0.0.1:9", RELAY_AUDIO_TIMEOUT_SECONDS=0.2, RELAY_AUDIO_RETRIES=1)
         async with running(fast, path, None) as indexer:
             await eventually(lambda: query(indexer, "SELECT audio_state FROM tracks") == [("unreachable",)])
 
@@ -146,7 +137,7 @@ async def test_status_names_the_host_and_the_work_in_hand(tmp_path: Path, audio_
     did = "did:plc:eeeeeeeeeeeeeeeeeeeeeeee"
     slow = create(did, audio_server.url("/slow/30"))
     async with JetstreamServer([slow]) as server:
-        settings = config(server, "http://127.0.0.1:9", audio_timeout_seconds=30.0)
+        settings = config(server, "http://127.0.0.1:9", RELAY_AUDIO_TIMEOUT_SECONDS=30.0)
         async with running(settings, tmp_path / "db.duckdb", slow["time_us"]) as indexer:
             await eventually(lambda: audio_server.hits["/slow/30"] == 1)
             await eventually(lambda: indexer.status()["jetstream"] == server.url)  # the feed reports it

@@ -11,16 +11,10 @@ import hashlib
 from pathlib import Path
 
 import httpx
-import orjson
 import pytest
 
-from appview_api.publish.local_index import PublishSink
 from indexer.atproto import lexicons, tid
-from indexer.config import Settings
-from indexer.db.store import Store
-from indexer.ingest.events import parse
-from indexer.ingest.service import Indexer
-from indexer.ingest.staging import stage
+from tests.builders import wire
 from tests.fixtures.pds import LocalPds
 from tests.fixtures.publish import DATA, PublishService, start_service, write_wav
 from tests.fixtures.publish import PUBLISH as PUBLISH_PATH
@@ -198,16 +192,10 @@ def test_an_update_that_changes_nothing_writes_nothing(publish_service: PublishS
     assert publish_service.rows() == [before]
 
 
-def test_with_the_indexer_in_process_its_writer_indexes_the_track_and_jetstreams_copy_is_a_no_op(
+def test_a_publish_is_indexed_through_the_one_writer_and_jetstreams_copy_is_a_no_op(
     tmp_path: Path, local_pds: LocalPds
 ) -> None:
-    indexers: list[Indexer] = []
-
-    def indexer_sink(store: Store, settings: Settings) -> PublishSink:
-        indexers.append(Indexer(settings, store))
-        return indexers[0].ingest_local
-
-    with start_service(tmp_path, local_pds, sink=indexer_sink) as service:
+    with start_service(tmp_path, local_pds) as service:
         account = local_pds.create_account("idx")
         published = service.publish(account, MP3).json()
         [row] = service.rows()
@@ -216,8 +204,8 @@ def test_with_the_indexer_in_process_its_writer_indexes_the_track_and_jetstreams
         changed = service.store.reader().execute("SELECT changed_us FROM tracks").fetchall()
         # The same create as Jetstream delivers it: same rev (from the PDS commit), same cid.
         copy = events.commit(account.did, row["rkey"], row["rev"], "create", stored["value"], cid=stored["cid"])
-        indexer = indexers[0]
-        asyncio.run(indexer.writer.apply(stage(indexer.planner.plan([parse(orjson.dumps(copy))])), "jetstream"))
+        batch = service.index.planner.plan(wire(copy))
+        asyncio.run(service.index.commit(batch, "jetstream"))
 
         assert (row["cid"], row["audio_state"], row["title"]) == (published["cid"], "verified", "Loopback Blues")
         assert service.rows() == [row]
@@ -225,7 +213,6 @@ def test_with_the_indexer_in_process_its_writer_indexes_the_track_and_jetstreams
         assert service.store.cursor() is not None and service.store.cursor().source == "jetstream"
         handle = service.store.reader().execute("SELECT handle FROM accounts").fetchall()
         assert handle == [(account.handle,)]
-        indexer.writer.close()
 
 
 def test_publish_to_r2_streams_a_large_file_in_parts_and_serves_it_by_redirect(
@@ -244,7 +231,7 @@ def test_publish_to_r2_streams_a_large_file_in_parts_and_serves_it_by_redirect(
         assert response.status_code == 200, response.text
         record = response.json()["record"]
         key = f"{digest}.wav"
-        assert record["audioUrl"] == f"{r2_overrides['r2_public_url']}/{key}"
+        assert record["audioUrl"] == f"{r2_overrides['R2_PUBLIC_URL']}/{key}"
         assert service.objects() == [key]
         head = service.client.head(f"/audio/{key}")
         assert (head.status_code, head.headers["content-length"], head.headers["content-type"]) == (

@@ -104,11 +104,11 @@ def test_storage_migrate_copies_local_audio_to_r2_once(
     (audio / "notes.txt").write_text("not audio")
     env = {
         "RELAY_AUDIO_DIR": str(audio),
-        "R2_ENDPOINT_URL": r2_overrides["r2_endpoint_url"],
-        "R2_ACCESS_KEY_ID": r2_overrides["r2_access_key_id"],
-        "R2_SECRET_ACCESS_KEY": r2_overrides["r2_secret_access_key"],
-        "R2_BUCKET_NAME": r2_overrides["r2_bucket_name"],
-        "R2_PUBLIC_URL": r2_overrides["r2_public_url"],
+        "R2_ENDPOINT_URL": r2_overrides["R2_ENDPOINT_URL"],
+        "R2_ACCESS_KEY_ID": r2_overrides["R2_ACCESS_KEY_ID"],
+        "R2_SECRET_ACCESS_KEY": r2_overrides["R2_SECRET_ACCESS_KEY"],
+        "R2_BUCKET_NAME": r2_overrides["R2_BUCKET_NAME"],
+        "R2_PUBLIC_URL": r2_overrides["R2_PUBLIC_URL"],
     }
 
     first = run("storage", "migrate", "--to", "r2", cwd=tmp_path, **env)
@@ -117,7 +117,7 @@ def test_storage_migrate_copies_local_audio_to_r2_once(
     size = MP3.stat().st_size
     assert (first.returncode, first.stdout) == (0, f"copied 1 ({size} bytes), already there 0, not audio 1\n"), first.stderr
     assert (again.returncode, again.stdout) == (0, "copied 0 (0 bytes), already there 1, not audio 1\n")
-    listed = s3_server.client().list_objects_v2(Bucket=r2_overrides["r2_bucket_name"])["Contents"]
+    listed = s3_server.client().list_objects_v2(Bucket=r2_overrides["R2_BUCKET_NAME"])["Contents"]
     assert [(o["Key"], o["Size"]) for o in listed] == [(key, size)]
 
 

@@ -78,7 +78,7 @@ def test_a_file_that_is_not_audio_is_refused(
 
 
 def test_a_file_over_the_limit_is_refused(tmp_path: Path, local_pds: LocalPds, account: PdsAccount) -> None:
-    with start_service(tmp_path, local_pds, max_upload_bytes=64 * 1024) as service:
+    with start_service(tmp_path, local_pds, RELAY_MAX_UPLOAD_BYTES=64 * 1024) as service:
         response = service.publish(account, write_wav(tmp_path / "big.wav", 100 * 1024))
 
         assert error(response) == (413, "PayloadTooLarge", "the upload is larger than 65536 bytes")
@@ -105,7 +105,7 @@ def test_an_upload_over_the_limit_is_cut_off_while_it_streams(
     tmp_path: Path, local_pds: LocalPds, account: PdsAccount
 ) -> None:
     """Chunked, so the server cannot know the size up front: it answers 413 though the body never ends."""
-    with start_service(tmp_path, local_pds, max_upload_bytes=64 * 1024) as service:
+    with start_service(tmp_path, local_pds, RELAY_MAX_UPLOAD_BYTES=64 * 1024) as service:
         boundary = "cutoff"
         preamble = (
             f'--{boundary}\r\nContent-Disposition: form-data; name="audio"; filename="a.wav"\r\n\r\n'.encode()
@@ -116,7 +116,7 @@ def test_an_upload_over_the_limit_is_cut_off_while_it_streams(
             f"POST {PUBLISH} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {account.access_jwt}\r\n"
             f"Content-Type: multipart/form-data; boundary={boundary}\r\nTransfer-Encoding: chunked\r\n\r\n"
         )
-        answer = raw_request(service.settings.port, head, [b"%x\r\n%s\r\n" % (len(c), c) for c in chunks])
+        answer = raw_request(service.settings.api.port, head, [b"%x\r\n%s\r\n" % (len(c), c) for c in chunks])
 
         assert answer.startswith(b"HTTP/1.1 413 ")
         assert b'"error":"PayloadTooLarge"' in answer
@@ -127,12 +127,12 @@ def test_an_upload_over_the_limit_is_cut_off_while_it_streams(
 def test_a_declared_length_over_the_limit_is_refused_before_the_body_is_read(
     tmp_path: Path, local_pds: LocalPds, account: PdsAccount
 ) -> None:
-    with start_service(tmp_path, local_pds, max_upload_bytes=64 * 1024) as service:
+    with start_service(tmp_path, local_pds, RELAY_MAX_UPLOAD_BYTES=64 * 1024) as service:
         head = (
             f"POST {PUBLISH} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {account.access_jwt}\r\n"
             f"Content-Type: multipart/form-data; boundary=x\r\nContent-Length: {100 * MiB}\r\n\r\n"
         )
-        answer = raw_request(service.settings.port, head, [])
+        answer = raw_request(service.settings.api.port, head, [])
 
         assert answer.startswith(b"HTTP/1.1 413 ")
         assert answer.endswith(b'{"error":"PayloadTooLarge","message":"the upload is larger than 65536 bytes"}')
@@ -335,7 +335,7 @@ def test_update_and_delete_bodies_must_be_json_objects(publish_service: PublishS
 
 
 def test_writes_are_rate_limited_per_account(tmp_path: Path, local_pds: LocalPds, account: PdsAccount) -> None:
-    with start_service(tmp_path, local_pds, publish_rate_per_minute=2) as service:
+    with start_service(tmp_path, local_pds, RELAY_PUBLISH_RATE_PER_MINUTE=2) as service:
         dry = {"dryRun": "true"}
         assert [service.publish(account, MP3, params=dry).status_code for _ in range(2)] == [200, 200]
 
@@ -363,7 +363,7 @@ def test_the_pds_failing_mid_publish_leaves_nothing(
     tmp_path: Path, local_pds: LocalPds, account: PdsAccount, fault: str | int, expected: tuple[int, str, str]
 ) -> None:
     with PdsProxy(local_pds.pds_url, local_pds.plc_url) as proxy, start_service(
-        tmp_path, local_pds, plc_url=proxy.url
+        tmp_path, local_pds, RELAY_PLC_URL=proxy.url
     ) as service:
         proxy.faults["com.atproto.repo.putRecord"] = fault
 
@@ -379,7 +379,7 @@ def test_a_failed_publish_keeps_an_object_another_track_uses(
     tmp_path: Path, local_pds: LocalPds, account: PdsAccount
 ) -> None:
     with PdsProxy(local_pds.pds_url, local_pds.plc_url) as proxy, start_service(
-        tmp_path, local_pds, plc_url=proxy.url
+        tmp_path, local_pds, RELAY_PLC_URL=proxy.url
     ) as service:
         first = service.publish(account, MP3).json()
         proxy.faults["com.atproto.repo.putRecord"] = "drop"
@@ -392,7 +392,7 @@ def test_a_failed_publish_keeps_an_object_another_track_uses(
 
 def test_the_pds_down_at_sign_in_stores_nothing(tmp_path: Path, local_pds: LocalPds, account: PdsAccount) -> None:
     with PdsProxy(local_pds.pds_url, local_pds.plc_url) as proxy, start_service(
-        tmp_path, local_pds, plc_url=proxy.url
+        tmp_path, local_pds, RELAY_PLC_URL=proxy.url
     ) as service:
         proxy.faults["com.atproto.server.getSession"] = "drop"
 
@@ -408,7 +408,7 @@ def test_a_concurrent_change_makes_an_update_fail_instead_of_losing_it(
     tmp_path: Path, local_pds: LocalPds, account: PdsAccount
 ) -> None:
     with PdsProxy(local_pds.pds_url, local_pds.plc_url) as proxy, start_service(
-        tmp_path, local_pds, plc_url=proxy.url
+        tmp_path, local_pds, RELAY_PLC_URL=proxy.url
     ) as service:
         published = service.publish(account, MP3).json()
         rkey = published["uri"].rsplit("/", 1)[1]
@@ -434,7 +434,7 @@ def test_a_concurrent_change_makes_an_update_fail_instead_of_losing_it(
 
 def test_a_failed_delete_keeps_the_record_and_the_audio(tmp_path: Path, local_pds: LocalPds, account: PdsAccount) -> None:
     with PdsProxy(local_pds.pds_url, local_pds.plc_url) as proxy, start_service(
-        tmp_path, local_pds, plc_url=proxy.url
+        tmp_path, local_pds, RELAY_PLC_URL=proxy.url
     ) as service:
         published = service.publish(account, MP3).json()
         before = (service.pds_records(account), service.objects(), service.rows())
@@ -456,14 +456,14 @@ def test_storage_going_down_mid_upload_writes_no_record(
 ) -> None:
     upstream_port = int(s3_server.endpoint_url.rsplit(":", 1)[1])
     with CuttingProxy(upstream_port, limit=MiB) as cut, start_service(
-        tmp_path, local_pds, **{**r2_overrides, "r2_endpoint_url": cut.url}
+        tmp_path, local_pds, **{**r2_overrides, "R2_ENDPOINT_URL": cut.url}
     ) as service:
         response = service.publish(account, write_wav(tmp_path / "big.wav", 12 * MiB))
 
         assert error(response) == (503, "StorageUnavailable", "the audio could not be stored; nothing was written")
         assert cut.cuts > 0
         assert service.nothing_left(account)
-        bucket = r2_overrides["r2_bucket_name"]
+        bucket = r2_overrides["R2_BUCKET_NAME"]
         assert s3_server.client().list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
         assert spooled_uploads() == []
 
@@ -473,7 +473,7 @@ def test_local_storage_that_cannot_be_written_writes_no_record(
 ) -> None:
     blocked = tmp_path / "not-a-directory"
     blocked.write_text("in the way")
-    with start_service(tmp_path, local_pds, audio_dir=blocked) as service:
+    with start_service(tmp_path, local_pds, RELAY_AUDIO_DIR=blocked) as service:
         response = service.publish(account, MP3)
 
         assert error(response) == (503, "StorageUnavailable", "the audio could not be stored; nothing was written")

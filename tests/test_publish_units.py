@@ -12,6 +12,7 @@ import pytest
 
 from appview_api.audio.format import AudioInfo
 from appview_api.audio.storage import LocalStorage
+from appview_api.errors import RequestError
 from appview_api.publish.pds import token_subject
 from appview_api.publish.publisher import (
     build_record,
@@ -23,7 +24,7 @@ from appview_api.publish.publisher import (
 )
 from appview_api.publish.ratelimit import RateLimiter
 from appview_api.publish.upload import FormSpooler, boundary_of
-from appview_api.xrpc import XrpcError
+from appview_api.xrpc import answer
 from indexer.atproto import tid
 from tests.fixtures.publish import DATA
 
@@ -31,6 +32,12 @@ BOUNDARY = b"relay-boundary"
 MP3 = (DATA / "tone-3s.mp3").read_bytes()
 DID = "did:plc:" + "a" * 24
 RKEY = "3lbbbbbbbbbb2"
+
+
+def answered(exc: RequestError) -> tuple[str, str, int]:
+    """What the client is answered: the XRPC error name, the reason, the HTTP status."""
+    name, status = answer(exc)
+    return name, exc.reason, status
 
 
 def part(name: str, body: bytes, filename: str | None = None) -> bytes:
@@ -52,10 +59,10 @@ def spool(body: bytes, max_file_bytes: int = 1 << 20, chunk: int = 7) -> tuple[F
 
 
 def refusal(body: bytes, **kwargs: int) -> tuple[str, str, int]:
-    with pytest.raises(XrpcError) as caught:
+    with pytest.raises(RequestError) as caught:
         spooler, _ = spool(body, **kwargs)
         spooler.finish()
-    return caught.value.name, caught.value.reason, caught.value.status
+    return answered(caught.value)
 
 
 # --- the form spooler ---------------------------------------------------------------------------------
@@ -74,11 +81,11 @@ def test_spooler_stops_at_the_first_chunk_over_the_limit() -> None:
     body = form(part("audio", MP3, "x.mp3"))
     spooler = FormSpooler(BOUNDARY, io.BytesIO(), Path("/nonexistent"), 1000)
     fed = 0
-    with pytest.raises(XrpcError) as caught:
+    with pytest.raises(RequestError) as caught:
         for start in range(0, len(body), 100):
             fed += 100
             spooler.feed(body[start : start + 100])
-    assert (caught.value.name, caught.value.status) == ("PayloadTooLarge", 413)
+    assert answer(caught.value) == ("PayloadTooLarge", 413)
     assert caught.value.reason == "the upload is larger than 1000 bytes"
     header = body.index(b"\r\n\r\n") + 4
     assert fed == 100 * ((header + 1000) // 100 + 1)  # the chunk that crossed the limit, not one more
@@ -94,10 +101,10 @@ def test_spooler_refuses_a_file_that_does_not_start_like_audio_after_its_first_b
 
     spooler = FormSpooler(BOUNDARY, Sink(), Path("/nonexistent"), 1 << 20)
     body = form(part("audio", b"<html>" + b"x" * 10_000, "song.mp3"))
-    with pytest.raises(XrpcError) as caught:
+    with pytest.raises(RequestError) as caught:
         for start in range(0, len(body), 16):
             spooler.feed(body[start : start + 16])
-    assert (caught.value.name, caught.value.reason) == ("UnsupportedAudio", "not an mp3, wav, ogg or flac file")
+    assert answered(caught.value)[:2] == ("UnsupportedAudio", "not an mp3, wav, ogg or flac file")
     assert sum(seen) < 64
 
 
@@ -130,7 +137,7 @@ def test_spooler_refuses_an_empty_file_part() -> None:
     [None, "application/json", "multipart/form-data", "multipart/mixed; boundary=x"],
 )
 def test_only_multipart_form_data_with_a_boundary_is_accepted(content_type: str | None) -> None:
-    with pytest.raises(XrpcError) as caught:
+    with pytest.raises(RequestError) as caught:
         boundary_of(content_type)
     assert caught.value.reason == "the body must be multipart/form-data with a boundary"
 
@@ -179,9 +186,9 @@ def jwt(claims: dict[str, object]) -> str:
     ],
 )
 def test_token_claims_are_refused_before_any_request(token: str, name: str, reason: str) -> None:
-    with pytest.raises(XrpcError) as caught:
+    with pytest.raises(RequestError) as caught:
         token_subject(token, now=1000.0)
-    assert (caught.value.name, caught.value.reason, caught.value.status) == (name, reason, 401)
+    assert answered(caught.value) == (name, reason, 401)
 
 
 def test_token_subject_is_the_claimed_did() -> None:
@@ -222,9 +229,9 @@ def test_record_takes_its_created_at_from_the_rkey_so_a_retry_builds_the_same_re
     ],
 )
 def test_record_rules(fields: dict[str, str], reason: str) -> None:
-    with pytest.raises(XrpcError) as caught:
+    with pytest.raises(RequestError) as caught:
         build_record(fields, INFO, URL, RKEY)
-    assert (caught.value.name, caught.value.status) == ("InvalidRequest", 400)
+    assert answer(caught.value) == ("InvalidRequest", 400)
     assert caught.value.reason.endswith(reason)
 
 
@@ -233,7 +240,7 @@ def test_update_replaces_only_the_given_fields_and_null_drops_the_album() -> Non
 
     assert updated_record(current, {"uri": "x", "title": "New"}) == {**current, "title": "New"}
     assert "album" not in updated_record(current, {"uri": "x", "album": None})
-    with pytest.raises(XrpcError):
+    with pytest.raises(RequestError):
         updated_record(current, {"uri": "x", "artist": None})
 
 
@@ -247,7 +254,7 @@ def test_client_rkeys_must_be_recent_tids() -> None:
         (tid.encode(int((now - 90_000) * 1_000_000), 1), "rkey must be a TID minted within the last 24 hours"),
         (tid.encode(int((now + 600) * 1_000_000), 1), "rkey must be a TID minted within the last 24 hours"),
     ]:
-        with pytest.raises(XrpcError) as caught:
+        with pytest.raises(RequestError) as caught:
             check_client_rkey(bad, now=now)
         assert caught.value.reason == reason
 
@@ -262,7 +269,7 @@ def test_client_rkeys_must_be_recent_tids() -> None:
     ],
 )
 def test_only_track_uris_name_a_track(uri: str) -> None:
-    with pytest.raises(XrpcError) as caught:
+    with pytest.raises(RequestError) as caught:
         parse_track_uri(uri)
     assert caught.value.reason.endswith("is not the at:// URI of an app.relay.track record")
 

@@ -2,7 +2,6 @@ import pytest
 
 from indexer.atproto.records import Track, validate_track
 from indexer.errors import InvalidRecord
-from indexer.ingest.events import Commit
 
 NOW_US = 1_779_719_009_132_431  # 2026-05-25T14:23:29Z
 DAY_US = 86_400_000_000
@@ -18,12 +17,13 @@ GOOD = {
 }
 
 
-def _commit(record: dict | None, rkey: str = "3mmoojp7etg2g") -> Commit:
-    return Commit("did:plc:abc", NOW_US, "3mmoojp7vgo2g", "create", "app.relay.track", rkey, record, "bafy")
+def validate(record: dict | None, rkey: str = "3mmoojp7etg2g") -> Track:
+    """As a record written under `rkey` and seen at NOW_US."""
+    return validate_track(record, rkey, NOW_US, DAY_US)
 
 
 def test_valid_record() -> None:
-    assert validate_track(_commit(GOOD), DAY_US) == Track(
+    assert validate(GOOD) == Track(
         title="Song", artist="Artist", album="Album", audio_url="https://audio.example.r2.dev/abc.mp3",
         file_type="mp3", duration=240, created_at="2026-05-25T14:00:00.000Z", created_us=1779717600000000,
     )
@@ -31,7 +31,7 @@ def test_valid_record() -> None:
 
 def test_optional_fields_may_be_absent() -> None:
     record = {k: v for k, v in GOOD.items() if k not in ("album", "duration")}
-    track = validate_track(_commit(record), DAY_US)
+    track = validate(record)
     assert (track.album, track.duration) == (None, None)
 
 
@@ -65,7 +65,7 @@ def _without(key: str) -> dict:
 )
 def test_lexicon_violations_are_rejected_with_reason(record: dict, reason: str) -> None:
     with pytest.raises(InvalidRecord) as caught:
-        validate_track(_commit(record), DAY_US)
+        validate(record)
     assert reason in caught.value.reason
 
 
@@ -81,10 +81,10 @@ def test_lexicon_violations_are_rejected_with_reason(record: dict, reason: str) 
 )
 def test_rules_beyond_the_lexicon(record: dict | None, rkey: str, reason: str) -> None:
     with pytest.raises(InvalidRecord) as caught:
-        validate_track(_commit(record, rkey), DAY_US)
+        validate(record, rkey)
     assert caught.value.reason == reason
 
 
 def test_a_little_clock_skew_is_fine() -> None:
     record = {**GOOD, "createdAt": "2026-05-25T20:00:00Z"}  # hours ahead of the event, within a day
-    assert validate_track(_commit(record), DAY_US).created_at == "2026-05-25T20:00:00Z"
+    assert validate(record).created_at == "2026-05-25T20:00:00Z"

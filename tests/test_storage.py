@@ -32,8 +32,10 @@ from appview_api.audio.storage import (
     migrate_local_to_r2,
     r2_client,
 )
-from indexer.config import Settings
+from appview_api.xrpc import EXCEPTION_HANDLERS
+from indexer.config import StorageSettings
 from indexer.errors import ConfigError
+from tests.builders import make_settings
 from tests.fixtures.s3 import S3Server
 
 MiB = 1024 * 1024
@@ -54,8 +56,11 @@ def write_blob(path: Path, data: bytes) -> tuple[Path, str]:
     return path, make_key(hashlib.sha256(data).hexdigest(), "mp3")
 
 
-def settings_for(tmp_path: Path, **changes: object) -> Settings:
-    return Settings().replace(audio_dir=tmp_path / "audio", **changes)
+BASE_URL = "http://127.0.0.1:8080"
+
+
+def settings_for(tmp_path: Path, **variables: object) -> StorageSettings:
+    return make_settings(RELAY_AUDIO_DIR=tmp_path / "audio", **variables).storage
 
 
 @contextlib.asynccontextmanager
@@ -64,7 +69,7 @@ async def serve(storage: AudioStorage) -> AsyncIterator[httpx.AsyncClient]:
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     sock.listen()
-    app = Starlette(routes=[audio_route(storage)])
+    app = Starlette(routes=[audio_route(storage)], exception_handlers=EXCEPTION_HANDLERS)
     server = uvicorn.Server(uvicorn.Config(app, lifespan="off", log_level="warning", access_log=False))
     task = asyncio.create_task(server.serve(sockets=[sock]))
     while not server.started:
@@ -111,7 +116,7 @@ async def test_bad_keys_never_reach_disk_or_bucket(tmp_path: Path, key: str) -> 
 
 
 async def test_local_put_is_content_addressed_and_atomic(tmp_path: Path) -> None:
-    storage = make_storage(settings_for(tmp_path))
+    storage = make_storage(settings_for(tmp_path), BASE_URL)
     source, key = write_blob(tmp_path / "upload", b"ID3 pretend audio")
 
     assert isinstance(storage, LocalStorage)
@@ -221,7 +226,7 @@ async def test_local_route_answers_404_to_anything_else(tmp_path: Path, path: st
         get = await client.get(path)
         head = await client.head(path)
 
-    assert (get.status_code, get.text) == (404, "Not Found")
+    assert (get.status_code, get.json()["error"]) == (404, "NotFound")
     assert head.status_code == 404
 
 
@@ -229,7 +234,7 @@ async def test_local_route_answers_404_to_anything_else(tmp_path: Path, path: st
 
 
 async def test_r2_put_is_content_addressed(tmp_path: Path, r2_overrides: dict[str, str], s3_server: S3Server) -> None:
-    storage = make_storage(settings_for(tmp_path, **r2_overrides))
+    storage = make_storage(settings_for(tmp_path, **r2_overrides), BASE_URL)
     source, key = write_blob(tmp_path / "upload", b"fLaC pretend audio")
 
     assert isinstance(storage, R2Storage)
@@ -237,10 +242,10 @@ async def test_r2_put_is_content_addressed(tmp_path: Path, r2_overrides: dict[st
     assert await storage.put_file(source, key, "audio/flac") is True
     assert await storage.put_file(source, key, "audio/flac") is False
 
-    head = s3_server.client().head_object(Bucket=r2_overrides["r2_bucket_name"], Key=key)
+    head = s3_server.client().head_object(Bucket=r2_overrides["R2_BUCKET_NAME"], Key=key)
     assert (head["ContentType"], head["CacheControl"], head["ContentLength"]) == ("audio/flac", CACHE_CONTROL, 18)
     assert await storage.stat(key) == StoredObject(18, "audio/flac")
-    assert storage.public_url(key) == f"{r2_overrides['r2_public_url']}/{key}"
+    assert storage.public_url(key) == f"{r2_overrides['R2_PUBLIC_URL']}/{key}"
 
     await storage.delete(key)
     await storage.delete(key)
@@ -248,7 +253,7 @@ async def test_r2_put_is_content_addressed(tmp_path: Path, r2_overrides: dict[st
 
 
 async def test_r2_missing_bucket_fails_the_upload(tmp_path: Path, r2_overrides: dict[str, str]) -> None:
-    storage = make_storage(settings_for(tmp_path, **{**r2_overrides, "r2_bucket_name": "no-such-bucket"}))
+    storage = make_storage(settings_for(tmp_path, **{**r2_overrides, "R2_BUCKET_NAME": "no-such-bucket"}), BASE_URL)
     source, key = write_blob(tmp_path / "upload", b"bytes")
 
     with pytest.raises(StorageError) as caught:
@@ -266,13 +271,13 @@ def closed_port_url() -> str:
 
 async def test_r2_unreachable_endpoint_raises_storage_error(tmp_path: Path, r2_overrides: dict[str, str]) -> None:
     endpoint = closed_port_url()
-    storage = make_storage(settings_for(tmp_path, **{**r2_overrides, "r2_endpoint_url": endpoint}))
+    storage = make_storage(settings_for(tmp_path, **{**r2_overrides, "R2_ENDPOINT_URL": endpoint}), BASE_URL)
     key = make_key("c" * 64, "ogg")
 
     with pytest.raises(StorageError) as caught:
         await storage.exists(key)
 
-    bucket = r2_overrides["r2_bucket_name"]
+    bucket = r2_overrides["R2_BUCKET_NAME"]
     assert caught.value.reason == (
         f"head_object {key} in bucket {bucket} failed: Could not connect to the endpoint URL: "
         f'"{endpoint}/{bucket}/{key}"'
@@ -281,19 +286,19 @@ async def test_r2_unreachable_endpoint_raises_storage_error(tmp_path: Path, r2_o
 
 def test_r2_settings_are_checked_and_endpoint_defaults_to_the_account() -> None:
     with pytest.raises(ConfigError) as caught:
-        make_storage(Settings().replace(storage="r2"))
+        make_storage(make_settings(RELAY_STORAGE="r2").storage, BASE_URL)
     assert caught.value.reason == (
         "storage r2 needs R2_ACCOUNT_ID or R2_ENDPOINT_URL, R2_ACCESS_KEY_ID, R2_SECRET_ACCESS_KEY, R2_PUBLIC_URL"
     )
 
-    settings = Settings().replace(
-        storage="r2",
-        r2_account_id="acct123",
-        r2_access_key_id="k",
-        r2_secret_access_key="s",
-        r2_public_url="https://audio.example.test",
+    settings = make_settings(
+        RELAY_STORAGE="r2",
+        R2_ACCOUNT_ID="acct123",
+        R2_ACCESS_KEY_ID="k",
+        R2_SECRET_ACCESS_KEY="s",
+        R2_PUBLIC_URL="https://audio.example.test",
     )
-    client = r2_client(settings)
+    client = r2_client(settings.storage)
     assert client.meta.endpoint_url == "https://acct123.r2.cloudflarestorage.com"
     assert client.meta.config.request_checksum_calculation == "when_required"
     assert client.meta.config.response_checksum_validation == "when_required"
@@ -334,7 +339,7 @@ async def test_r2_large_upload_is_multipart_with_bounded_memory(
             digest.update(chunk)
             out.write(chunk)
     key = make_key(digest.hexdigest(), "wav")
-    storage = make_storage(settings_for(tmp_path, **r2_overrides))
+    storage = make_storage(settings_for(tmp_path, **r2_overrides), BASE_URL)
     await storage.exists(key)  # warm the client (imports, connection pool) before measuring
 
     with peak_rss_growth() as growth:
@@ -342,7 +347,7 @@ async def test_r2_large_upload_is_multipart_with_bounded_memory(
 
     # Two parts in flight at most: far below the 40 MiB a whole-file read would cost.
     assert growth[0] < 28 * MiB, f"RSS grew {growth[0] / MiB:.1f} MiB"
-    head = s3_server.client().head_object(Bucket=r2_overrides["r2_bucket_name"], Key=key)
+    head = s3_server.client().head_object(Bucket=r2_overrides["R2_BUCKET_NAME"], Key=key)
     assert head["ContentLength"] == 40 * MiB
     assert head["ETag"].strip('"').endswith(f"-{40 * MiB // PART_BYTES}")  # one part per PART_BYTES
     downloaded = hashlib.sha256()
@@ -359,7 +364,7 @@ async def test_r2_large_upload_is_multipart_with_bounded_memory(
 
 
 async def test_r2_route_redirects_get_and_answers_head(tmp_path: Path, r2_overrides: dict[str, str]) -> None:
-    storage = make_storage(settings_for(tmp_path, **r2_overrides))
+    storage = make_storage(settings_for(tmp_path, **r2_overrides), BASE_URL)
     source, key = write_blob(tmp_path / "upload", b"ID3 audio behind a redirect")
     await storage.put_file(source, key, "audio/mpeg")
     missing = make_key("d" * 64, "mp3")
@@ -373,7 +378,7 @@ async def test_r2_route_redirects_get_and_answers_head(tmp_path: Path, r2_overri
         bad = await client.get("/audio/%2e%2e%2fsecret")
 
     assert get.status_code == 307
-    assert get.headers["location"] == f"{r2_overrides['r2_public_url']}/{key}"
+    assert get.headers["location"] == f"{r2_overrides['R2_PUBLIC_URL']}/{key}"
     assert get.headers["cache-control"] == "public, max-age=3600"
     assert (followed.status_code, followed.content) == (200, b"ID3 audio behind a redirect")
     assert head.status_code == 200
@@ -389,7 +394,7 @@ async def test_r2_route_redirects_get_and_answers_head(tmp_path: Path, r2_overri
 
 
 async def test_r2_route_head_reports_an_unreachable_bucket(tmp_path: Path, r2_overrides: dict[str, str]) -> None:
-    storage = make_storage(settings_for(tmp_path, **{**r2_overrides, "r2_endpoint_url": closed_port_url()}))
+    storage = make_storage(settings_for(tmp_path, **{**r2_overrides, "R2_ENDPOINT_URL": closed_port_url()}), BASE_URL)
 
     async with serve(storage) as client:
         head = await client.head(f"/audio/{make_key('e' * 64, 'mp3')}")
@@ -404,7 +409,7 @@ async def test_migration_copies_once_and_skips_what_is_there(
     tmp_path: Path, r2_overrides: dict[str, str], s3_server: S3Server
 ) -> None:
     settings = settings_for(tmp_path, **r2_overrides)
-    local = LocalStorage(settings.audio_dir, settings.base_url)
+    local = LocalStorage(settings.audio_dir, BASE_URL)
     keys = []
     for i, file_type in enumerate(("mp3", "flac")):
         source = tmp_path / f"upload{i}"

@@ -21,7 +21,7 @@ from mutagen.oggspeex import OggSpeex
 from mutagen.oggvorbis import OggVorbis
 from mutagen.wave import WAVE
 
-from indexer.errors import RelayError
+from appview_api.errors import UnsupportedAudio
 
 CONTENT_TYPES = {"mp3": "audio/mpeg", "wav": "audio/wav", "ogg": "audio/ogg", "flac": "audio/flac"}
 HEAD_BYTES = 12
@@ -34,10 +34,6 @@ _PARSERS: dict[str, tuple[type[FileType], ...]] = {
 }
 # mutagen's own errors, plus what its parsers let slip on hostile bytes.
 _PARSE_ERRORS = (MutagenError, EOFError, struct.error, ValueError, IndexError, KeyError, OverflowError)
-
-
-class UnsupportedAudio(RelayError):
-    """The bytes are not a readable mp3, wav, ogg or flac file."""
 
 
 @dataclass(frozen=True)

@@ -12,17 +12,11 @@ import os
 from collections.abc import Awaitable, Callable
 
 from starlette.requests import Request
-from starlette.responses import FileResponse, PlainTextResponse, RedirectResponse, Response
+from starlette.responses import FileResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from appview_api.audio.storage import (
-    CACHE_CONTROL,
-    KEY_RE,
-    AudioStorage,
-    LocalStorage,
-    StorageError,
-    content_type_for,
-)
+from appview_api.audio.storage import CACHE_CONTROL, KEY_RE, AudioStorage, LocalStorage, content_type_for
+from appview_api.errors import NotFound, StorageError
 
 log = logging.getLogger(__name__)
 
@@ -42,20 +36,20 @@ def _headers(key: str) -> dict[str, str]:
     return {"Cache-Control": CACHE_CONTROL, "ETag": f'"{key.split(".", 1)[0]}"'}
 
 
-def _not_found() -> Response:
-    return PlainTextResponse("Not Found", status_code=404)
+def _not_found(key: str) -> NotFound:
+    return NotFound(f"no audio object {key[:80]!r}")
 
 
 def _local_endpoint(storage: LocalStorage) -> Endpoint:
     async def serve_local(request: Request) -> Response:
         key = request.path_params["key"]
         if not KEY_RE.fullmatch(key):
-            return _not_found()
+            raise _not_found(key) from None
         path = storage.path_for(key)
         try:
             stat_result = os.stat(path)
         except FileNotFoundError:
-            return _not_found()
+            raise _not_found(key) from None
         return FileResponse(path, media_type=content_type_for(key), headers=_headers(key), stat_result=stat_result)
 
     return serve_local
@@ -65,7 +59,7 @@ def _remote_endpoint(storage: AudioStorage) -> Endpoint:
     async def serve_remote(request: Request) -> Response:
         key = request.path_params["key"]
         if not KEY_RE.fullmatch(key):
-            return _not_found()
+            raise _not_found(key) from None
         if request.method == "GET":
             return RedirectResponse(
                 storage.public_url(key), status_code=307, headers={"Cache-Control": REDIRECT_CACHE_CONTROL}
@@ -73,10 +67,10 @@ def _remote_endpoint(storage: AudioStorage) -> Endpoint:
         try:
             stored = await storage.stat(key)
         except StorageError as exc:
-            log.warning("audio head failed key=%s reason=%s", key, exc.reason, extra={"key": key})
-            return PlainTextResponse("Storage Unavailable", status_code=503)
+            log.warning("audio head failed key=%s reason=%s", key, exc.reason)
+            raise StorageError("the audio storage is unavailable") from None
         if stored is None:
-            return _not_found()
+            raise _not_found(key) from None
         headers = {
             **_headers(key),
             "Content-Type": stored.content_type,

@@ -28,8 +28,9 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from appview_api.audio.format import CONTENT_TYPES
-from indexer.config import Settings
-from indexer.errors import ConfigError, RelayError
+from appview_api.errors import StorageError
+from indexer.config import StorageSettings
+from indexer.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -43,10 +44,6 @@ TRANSFER = TransferConfig(
     max_concurrency=2,
 )
 _COPY_BUFFER = 1024 * 1024
-
-
-class StorageError(RelayError):
-    """The storage backend failed or refused an operation."""
 
 
 @dataclass(frozen=True)
@@ -193,7 +190,7 @@ class R2Storage:
             raise StorageError(f"delete_object {key} in bucket {self._bucket} failed: {exc}") from exc
 
 
-def r2_client(settings: Settings) -> Any:
+def r2_client(settings: StorageSettings) -> Any:
     """An S3 client for R2 (or any S3-compatible server named by R2_ENDPOINT_URL)."""
     endpoint = settings.r2_endpoint_url or (
         f"https://{settings.r2_account_id}.r2.cloudflarestorage.com" if settings.r2_account_id else ""
@@ -229,10 +226,11 @@ def r2_client(settings: Settings) -> Any:
     )
 
 
-def make_storage(settings: Settings) -> LocalStorage | R2Storage:
-    if settings.storage == "r2":
+def make_storage(settings: StorageSettings, base_url: str) -> LocalStorage | R2Storage:
+    """`base_url`: this service's public URL, which serves local objects under /audio/."""
+    if settings.kind == "r2":
         return R2Storage(r2_client(settings), settings.r2_bucket_name, settings.r2_public_url)
-    return LocalStorage(settings.audio_dir, settings.base_url)
+    return LocalStorage(settings.audio_dir, base_url)
 
 
 @dataclass(frozen=True)
@@ -243,7 +241,7 @@ class MigrationReport:
     bytes_copied: int
 
 
-async def migrate_local_to_r2(settings: Settings) -> MigrationReport:
+async def migrate_local_to_r2(settings: StorageSettings) -> MigrationReport:
     """Copy every local object to R2. Safe to rerun: objects already in the bucket are skipped."""
     remote = R2Storage(r2_client(settings), settings.r2_bucket_name, settings.r2_public_url)
     copied = skipped = ignored = bytes_copied = 0

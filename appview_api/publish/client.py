@@ -26,23 +26,23 @@ class PublishFailed(RelayError):
 
 
 async def pds_for_handle(settings: Settings) -> str:
-    resolver = AsyncIdResolver(plc_url=settings.plc_url)
-    did = await resolver.handle.resolve(settings.handle)
+    resolver = AsyncIdResolver(plc_url=settings.identity.plc_url)
+    did = await resolver.handle.resolve(settings.publish.handle)
     if did is None:
-        raise PublishFailed(f"the handle {settings.handle} does not resolve to a DID")
+        raise PublishFailed(f"the handle {settings.publish.handle} does not resolve to a DID")
     document = await resolver.did.resolve(did)
     pds = document.get_pds_endpoint() if document is not None else None
     if not pds:
-        raise PublishFailed(f"the DID document of {settings.handle} ({did}) names no PDS")
+        raise PublishFailed(f"the DID document of {settings.publish.handle} ({did}) names no PDS")
     return pds
 
 
 async def sign_in(settings: Settings, client: httpx.AsyncClient) -> str:
     """An access token for RELAY_HANDLE (app passwords are meant for exactly this)."""
-    if not settings.handle or not settings.app_password:
+    if not settings.publish.handle or not settings.publish.app_password:
         raise ConfigError("publish needs RELAY_HANDLE and RELAY_APP_PASSWORD")
-    pds = settings.pds_url or await pds_for_handle(settings)
-    body = {"identifier": settings.handle, "password": settings.app_password}
+    pds = settings.publish.pds_url or await pds_for_handle(settings)
+    body = {"identifier": settings.publish.handle, "password": settings.publish.app_password}
     url = f"{pds.rstrip('/')}/xrpc/com.atproto.server.createSession"
     session = _answer(await _post(client, url, json=body), "sign-in")
     return str(session["accessJwt"])
@@ -59,7 +59,7 @@ async def publish_file(
         with path.open("rb") as file:
             response = await _post(
                 client,
-                f"{settings.base_url}/xrpc/app.relay.track.publish",
+                f"{settings.api.base_url}/xrpc/app.relay.track.publish",
                 params={"dryRun": "true"} if dry_run else None,
                 data=fields,
                 files={"audio": (path.name, file)},

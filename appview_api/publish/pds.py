@@ -21,24 +21,16 @@ from typing import Any
 import httpx
 import orjson
 
-from appview_api.xrpc import XrpcError
-from indexer.config import Settings
+from appview_api.errors import AuthRequired, ExpiredToken, IdentityUnavailable, PdsBusy, PdsRejected, PdsUnavailable
+from indexer.atproto.nsid import TRACK_COLLECTION
+from indexer.config import IdentitySettings, NetworkSettings
 from indexer.errors import IdentityError, RelayError, UnsafeURL
-from indexer.ingest.events import TRACK_COLLECTION
 from indexer.net.identity import IdentityResolver
 from indexer.net.netguard import GuardedBackend, GuardedTransport, check_url
 
 PDS_TIMEOUT_SECONDS = 30.0
 MAX_CONNECTIONS = 32
 _AUTH_ERRORS = frozenset({"AuthMissing", "AuthenticationRequired", "InvalidToken", "AccountTakedown"})
-
-
-def auth_required(reason: str) -> XrpcError:
-    return XrpcError("AuthRequired", reason, 401)
-
-
-def pds_unavailable(reason: str, status: int = 502) -> XrpcError:
-    return XrpcError("PdsUnavailable", reason, status)
 
 
 class PdsRefusal(RelayError):
@@ -48,8 +40,8 @@ class PdsRefusal(RelayError):
         super().__init__(reason)
         self.error = error
 
-    def rejected(self) -> XrpcError:
-        return XrpcError("PdsRejected", f"the PDS refused the write: {self.error}: {self.reason}", 502)
+    def rejected(self) -> PdsRejected:
+        return PdsRejected(f"the PDS refused the write: {self.error}: {self.reason}")
 
 
 @dataclass(frozen=True)
@@ -76,7 +68,7 @@ class StoredRecord:
 def bearer_token(authorization: str | None) -> str:
     scheme, _, token = (authorization or "").partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
-        raise auth_required("send 'Authorization: Bearer <your PDS access token>'")
+        raise AuthRequired("send 'Authorization: Bearer <your PDS access token>'")
     return token.strip()
 
 
@@ -84,29 +76,28 @@ def token_subject(token: str, now: float | None = None) -> str:
     """The DID the token claims (unverified: a hint), refusing one whose own `exp` has passed."""
     parts = token.split(".")
     if len(parts) != 3:
-        raise auth_required("the bearer token is not a JWT")
+        raise AuthRequired("the bearer token is not a JWT")
     try:
         claims = orjson.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
     except (binascii.Error, ValueError):
-        raise auth_required("the bearer token is not a JWT") from None
+        raise AuthRequired("the bearer token is not a JWT") from None
     subject = claims.get("sub") if isinstance(claims, dict) else None
     if not isinstance(subject, str) or not subject.startswith("did:"):
-        raise auth_required("the bearer token names no DID")
+        raise AuthRequired("the bearer token names no DID")
     expires = claims.get("exp")
     if isinstance(expires, int | float) and expires < (time.time() if now is None else now):
-        raise XrpcError("ExpiredToken", "the access token has expired: refresh the session", 401)
+        raise ExpiredToken()
     return subject
 
 
 class Pds:
-    def __init__(self, settings: Settings) -> None:
-        self._allow_insecure = settings.audio_allow_insecure
-        timeout = httpx.Timeout(PDS_TIMEOUT_SECONDS)
-        self._plc = httpx.AsyncClient(timeout=timeout, trust_env=False)
-        backend = GuardedBackend(allow_loopback=settings.audio_allow_insecure)
+    def __init__(self, identity: IdentitySettings, net: NetworkSettings) -> None:
+        self._allow_insecure = net.allow_insecure
+        self._plc = httpx.AsyncClient(timeout=httpx.Timeout(identity.timeout_seconds), trust_env=False)
+        backend = GuardedBackend(allow_loopback=net.allow_insecure)
         transport = GuardedTransport(backend, max_connections=MAX_CONNECTIONS)
-        self._http = httpx.AsyncClient(transport=transport, timeout=timeout, trust_env=False)
-        self._identity = IdentityResolver(settings.plc_url, self._plc, self._http)
+        self._http = httpx.AsyncClient(transport=transport, timeout=httpx.Timeout(PDS_TIMEOUT_SECONDS), trust_env=False)
+        self._identity = IdentityResolver(identity.plc_url, self._plc, self._http)
 
     async def aclose(self) -> None:
         await self._plc.aclose()
@@ -119,17 +110,17 @@ class Pds:
             identity = await self._identity.resolve(did)
         except IdentityError as exc:
             if exc.transient:
-                raise XrpcError("IdentityUnavailable", exc.reason, 503) from None
-            raise auth_required(f"cannot verify the token: {exc.reason}") from None
+                raise IdentityUnavailable(exc.reason) from None
+            raise AuthRequired(f"cannot verify the token: {exc.reason}") from None
         if not identity.pds:
-            raise auth_required(f"{did}: the DID document names no PDS")
+            raise AuthRequired(f"{did}: the DID document names no PDS")
         try:
             check_url(identity.pds, allow_insecure=self._allow_insecure)
         except UnsafeURL as exc:
-            raise auth_required(f"{did}: the PDS {identity.pds[:200]!r} is refused: {exc.reason}") from None
+            raise AuthRequired(f"{did}: the PDS {identity.pds[:200]!r} is refused: {exc.reason}") from None
         session = await self._call(identity.pds, "GET", "com.atproto.server.getSession", token=token)
         if session.get("did") != did:
-            raise auth_required("the token's session belongs to another DID than the one it names")
+            raise AuthRequired("the token's session belongs to another DID than the one it names")
         return Session(did, identity.handle, identity.pds, token)
 
     async def get_record(self, session: Session, rkey: str) -> StoredRecord | None:
@@ -142,7 +133,7 @@ class Pds:
             raise
         value, cid = body.get("value"), body.get("cid")
         if not isinstance(value, dict) or not isinstance(cid, str):
-            raise pds_unavailable("the PDS answered getRecord without a value and cid")
+            raise PdsUnavailable("the PDS answered getRecord without a value and cid")
         return StoredRecord(value, cid)
 
     async def put_record(
@@ -159,7 +150,7 @@ class Pds:
         answer = await self._call(session.pds_url, "POST", "com.atproto.repo.putRecord", token=session.token, json=body)
         uri, cid = answer.get("uri"), answer.get("cid")
         if not isinstance(uri, str) or not isinstance(cid, str):
-            raise pds_unavailable("the PDS answered putRecord without a uri and cid")
+            raise PdsUnavailable("the PDS answered putRecord without a uri and cid")
         return Written(uri, cid, _rev(answer))
 
     async def delete_record(self, session: Session, rkey: str, *, swap: str) -> str | None:
@@ -185,11 +176,11 @@ class Pds:
         try:
             response = await self._http.request(method, url, params=params, json=json, headers=headers)
         except UnsafeURL as exc:
-            raise pds_unavailable(f"the PDS at {pds_url} is refused: {exc.reason}") from None
+            raise PdsUnavailable(f"the PDS at {pds_url} is refused: {exc.reason}") from None
         except httpx.TimeoutException:
-            raise pds_unavailable(f"the PDS at {pds_url} timed out on {nsid}") from None
+            raise PdsUnavailable(f"the PDS at {pds_url} timed out on {nsid}") from None
         except httpx.HTTPError as exc:
-            raise pds_unavailable(f"the PDS at {pds_url} is unreachable on {nsid}: {type(exc).__name__}") from None
+            raise PdsUnavailable(f"the PDS at {pds_url} is unreachable on {nsid}: {type(exc).__name__}") from None
         try:
             body = response.json()
         except ValueError:
@@ -200,12 +191,12 @@ class Pds:
             return body
         error, message = str(body.get("error", "")), str(body.get("message", ""))[:300]
         if error == "ExpiredToken":
-            raise XrpcError("ExpiredToken", "the access token has expired: refresh the session", 401)
+            raise ExpiredToken()
         if response.status_code == 401 or error in _AUTH_ERRORS:
-            raise auth_required(f"the PDS refused the token: {error or response.status_code}")
+            raise AuthRequired(f"the PDS refused the token: {error or response.status_code}")
         if response.status_code >= 500 or response.status_code == 429:
-            status = 503 if response.status_code == 503 else 502
-            raise pds_unavailable(f"the PDS at {pds_url} answered {response.status_code} on {nsid}", status)
+            error_class = PdsBusy if response.status_code == 503 else PdsUnavailable
+            raise error_class(f"the PDS at {pds_url} answered {response.status_code} on {nsid}")
         raise PdsRefusal(error or f"HTTP {response.status_code}", message)
 
 

@@ -19,28 +19,35 @@ record for.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
-from datetime import UTC, datetime
 from typing import Any
 
 import anyio.to_thread
-import duckdb
 from lexrpc.base import ValidationError
 
-from appview_api.audio.format import AudioInfo, UnsupportedAudio, probe
-from appview_api.audio.storage import KEY_RE, AudioStorage, StorageError, make_key
-from appview_api.publish.local_index import PublishSink, key_in_use, local_commit, stored_audio
+from appview_api.audio.format import AudioInfo, probe
+from appview_api.audio.storage import KEY_RE, AudioStorage, make_key
+from appview_api.errors import (
+    Forbidden,
+    InvalidRequest,
+    InvalidSwap,
+    RecordExists,
+    RequestError,
+    StorageError,
+    TrackNotFound,
+)
 from appview_api.publish.pds import Pds, PdsRefusal, Session, StoredRecord, Written
-from appview_api.publish.upload import Form, unsupported
-from appview_api.xrpc import XrpcError, invalid
+from appview_api.publish.upload import Form
 from indexer.atproto import lexicons, tid
-from indexer.db.store import Store
-from indexer.ingest.events import TRACK_COLLECTION, Commit
-from indexer.net.audio_check import AudioResult
+from indexer.atproto.datetimes import iso_from_us
+from indexer.atproto.nsid import TRACK_COLLECTION
+from indexer.atproto.uri import parse_record_uri, record_uri
+from indexer.db.rows import AudioResult
+from indexer.errors import StoreError
+from indexer.ingest.events import Commit
+from indexer.ingest.index import Index, local_commit, stored_audio
+from indexer.slots import KeyedSlots
 
 log = logging.getLogger(__name__)
 
@@ -79,32 +86,32 @@ def updated_record(current: dict[str, Any], changes: dict[str, Any]) -> dict[str
 def check_record(record: dict[str, Any]) -> None:
     for name in ("title", "artist"):
         if name in record and not str(record[name]).strip():
-            raise invalid(f"{name} must not be blank")
+            raise InvalidRequest(f"{name} must not be blank")
     try:
         lexicons.validator().validate(TRACK_COLLECTION, "record", record)
     except ValidationError as exc:
-        raise invalid(f"invalid record: {exc}") from None
+        raise InvalidRequest(f"invalid record: {exc}") from None
 
 
 def tid_time(rkey: str) -> str:
-    moment = datetime.fromtimestamp(tid.decode_micros(rkey) / 1_000_000, UTC)
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return iso_from_us(tid.decode_micros(rkey))
 
 
 def check_client_rkey(rkey: str, now: float | None = None) -> str:
     if not tid.is_tid(rkey):
-        raise invalid(f"rkey {rkey[:50]!r} is not a TID")
+        raise InvalidRequest(f"rkey {rkey[:50]!r} is not a TID")
     age = (time.time() if now is None else now) - tid.decode_micros(rkey) / 1_000_000
     if age > RKEY_MAX_AGE_SECONDS or age < -RKEY_MAX_AHEAD_SECONDS:
-        raise invalid("rkey must be a TID minted within the last 24 hours")
+        raise InvalidRequest("rkey must be a TID minted within the last 24 hours")
     return rkey
 
 
 def parse_track_uri(uri: str) -> tuple[str, str]:
-    parts = uri.removeprefix("at://").split("/")
-    if not uri.startswith("at://") or len(parts) != 3 or parts[1] != TRACK_COLLECTION or not tid.is_tid(parts[2]):
-        raise invalid(f"{uri[:200]!r} is not the at:// URI of an {TRACK_COLLECTION} record")
-    return parts[0], parts[2]
+    """(authority, rkey) of a track this service can change: its records are keyed by TIDs."""
+    parsed = parse_record_uri(uri)
+    if parsed is None or parsed.collection != TRACK_COLLECTION or not tid.is_tid(parsed.rkey):
+        raise InvalidRequest(f"{uri[:200]!r} is not the at:// URI of an {TRACK_COLLECTION} record")
+    return parsed.authority, parsed.rkey
 
 
 def stored_key(storage: AudioStorage, audio_url: object) -> str | None:
@@ -115,44 +122,21 @@ def stored_key(storage: AudioStorage, audio_url: object) -> str | None:
     return key if KEY_RE.fullmatch(key) and storage.public_url(key) == audio_url else None
 
 
-class KeyLocks:
-    """One asyncio lock per object key, forgotten when nobody holds or waits for it."""
-
-    def __init__(self) -> None:
-        self._locks: dict[str, tuple[asyncio.Lock, list[int]]] = {}
-
-    @contextlib.asynccontextmanager
-    async def hold(self, key: str) -> AsyncIterator[None]:
-        lock, users = self._locks.setdefault(key, (asyncio.Lock(), [0]))
-        users[0] += 1
-        try:
-            async with lock:
-                yield
-        finally:
-            users[0] -= 1
-            if not users[0]:
-                del self._locks[key]
-
-
 class Publisher:
-    def __init__(self, storage: AudioStorage, pds: Pds, store: Store, sink: PublishSink) -> None:
+    def __init__(self, storage: AudioStorage, pds: Pds, index: Index) -> None:
         self.storage = storage
         self._pds = pds
-        self._store = store
-        self._sink = sink
+        self._index = index
         self._clock = tid.TidClock()
-        self._locks = KeyLocks()
+        self._locks: KeyedSlots[str] = KeyedSlots()  # one publish or delete at a time per object
 
     async def publish(self, session: Session, form: Form, *, rkey: str | None, dry_run: bool) -> dict[str, Any]:
         """`rkey`: the client's, already checked with `check_client_rkey`; None to mint one here."""
         rkey = rkey or self._clock.next()
-        try:
-            info = await anyio.to_thread.run_sync(probe, form.path)
-        except UnsupportedAudio as exc:
-            raise unsupported(exc) from None
+        info = await anyio.to_thread.run_sync(probe, form.path)
         key = make_key(form.sha256, info.file_type)
         record = build_record(form.fields, info, self.storage.public_url(key), rkey)
-        uri = f"at://{session.did}/{TRACK_COLLECTION}/{rkey}"
+        uri = record_uri(session.did, rkey)
         if dry_run:
             return {"uri": uri, "record": record}
         async with self._locks.hold(key):
@@ -160,16 +144,18 @@ class Publisher:
                 created = await self.storage.put_file(form.path, key, info.content_type)
             except StorageError as exc:
                 log.warning("publish storage failed did=%s key=%s reason=%s", session.did, key, exc.reason)
-                raise XrpcError("StorageUnavailable", STORAGE_DOWN, 503) from None
+                raise StorageError(STORAGE_DOWN) from None
             try:
                 written = await self._create(session, rkey, record)
-            except XrpcError as exc:
+            except RequestError as exc:
                 removed = created and await self._remove_unused(key)
-                log.info("publish failed did=%s rkey=%s error=%s removed=%s", session.did, rkey, exc.name, removed)
+                log.info(
+                    "publish failed did=%s rkey=%s error=%s removed=%s", session.did, rkey, type(exc).__name__, removed
+                )
                 raise
             if written.rev is not None:
                 audio = stored_audio(record["audioUrl"], info.content_type)
-                await self._index(local_commit(session.did, rkey, written.rev, written.cid, record), audio, session)
+                await self._ingest(local_commit(session.did, rkey, written.rev, written.cid, record), audio, session)
         log.info("published uri=%s key=%s size=%d new_object=%s", written.uri, key, form.size, created)
         return {"uri": written.uri, "cid": written.cid, "record": record}
 
@@ -184,7 +170,7 @@ class Publisher:
         except PdsRefusal as exc:
             raise _swap_or_rejected(exc) from None
         if written.rev is not None:
-            await self._index(local_commit(session.did, rkey, written.rev, written.cid, record), None, session)
+            await self._ingest(local_commit(session.did, rkey, written.rev, written.cid, record), None, session)
         return {"uri": written.uri, "cid": written.cid, "record": record}
 
     async def delete(self, session: Session, uri: str) -> dict[str, Any]:
@@ -195,7 +181,7 @@ class Publisher:
         except PdsRefusal as exc:
             raise _swap_or_rejected(exc) from None
         if rev is not None:
-            await self._index(local_commit(session.did, rkey, rev, None, None), None, session)
+            await self._ingest(local_commit(session.did, rkey, rev, None, None), None, session)
         key = stored_key(self.storage, current.value.get("audioUrl"))
         removed = False
         if key is not None:
@@ -213,13 +199,13 @@ class Publisher:
         # Something is already there: our own earlier attempt (then it is this very record) or not.
         existing = await self._pds.get_record(session, rkey)
         if existing is None or existing.value != record:
-            raise XrpcError("RecordExists", f"rkey {rkey} already names a different record", 409)
-        return Written(f"at://{session.did}/{TRACK_COLLECTION}/{rkey}", existing.cid, None)
+            raise RecordExists(f"rkey {rkey} already names a different record")
+        return Written(record_uri(session.did, rkey), existing.cid, None)
 
     def _owned_rkey(self, session: Session, uri: str) -> str:
         did, rkey = parse_track_uri(uri)
         if did != session.did:
-            raise XrpcError("Forbidden", "only the track's owner may change it", 403)
+            raise Forbidden("only the track's owner may change it")
         return rkey
 
     async def _current(self, session: Session, rkey: str) -> StoredRecord:
@@ -228,12 +214,12 @@ class Publisher:
         except PdsRefusal as exc:
             raise exc.rejected() from None
         if current is None:
-            raise XrpcError("TrackNotFound", f"no track {rkey} in {session.did}'s repository", 404)
+            raise TrackNotFound(f"no track {rkey} in {session.did}'s repository")
         return current
 
-    async def _index(self, commit: Commit, audio: AudioResult | None, session: Session) -> None:
+    async def _ingest(self, commit: Commit, audio: AudioResult | None, session: Session) -> None:
         try:
-            await self._sink(commit, audio, session.handle)
+            await self._index.ingest_local(commit, audio, session.handle)
         except Exception:
             # The record is safe on the PDS; Jetstream will bring it to the index.
             log.exception("local index write failed uri=%s rev=%s", commit.uri, commit.rev)
@@ -241,19 +227,19 @@ class Publisher:
     async def _remove_unused(self, key: str, besides: tuple[str, str] | None = None) -> bool:
         """Remove the object unless a live track uses it; call with the key's lock held."""
         try:
-            if await anyio.to_thread.run_sync(lambda: key_in_use(self._store, key, besides=besides)):
+            if await anyio.to_thread.run_sync(self._index.key_in_use, key, besides):
                 return False
             await self.storage.delete(key)
         except StorageError as exc:
             log.warning("audio object left behind key=%s reason=%s", key, exc.reason)
             return False
-        except duckdb.Error as exc:
-            log.warning("audio object kept, its users unknown key=%s error=%s", key, str(exc).splitlines()[0])
+        except StoreError as exc:
+            log.warning("audio object kept, its users unknown key=%s reason=%s", key, exc.reason)
             return False
         return True
 
 
-def _swap_or_rejected(exc: PdsRefusal) -> XrpcError:
+def _swap_or_rejected(exc: PdsRefusal) -> RequestError:
     if exc.error == "InvalidSwap":
-        return XrpcError("InvalidSwap", "the track changed meanwhile: read it again and retry", 409)
+        return InvalidSwap("the track changed meanwhile: read it again and retry")
     return exc.rejected()

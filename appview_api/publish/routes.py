@@ -17,15 +17,15 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from appview_api.audio.storage import LocalStorage, R2Storage, make_storage
-from appview_api.publish.local_index import LocalIndex, PublishSink
+from appview_api.errors import InvalidRequest, PayloadTooLarge, RateLimited
 from appview_api.publish.pds import Pds, Session
 from appview_api.publish.publisher import Publisher, check_client_rkey
 from appview_api.publish.ratelimit import RateLimiter
 from appview_api.publish.upload import spool_form
-from appview_api.xrpc import Method, Param, XrpcError, invalid, json_response
+from appview_api.xrpc import json_response, method
 from indexer.atproto import lexicons
 from indexer.config import Settings
-from indexer.db.store import Store
+from indexer.ingest.index import Index
 
 log = logging.getLogger(__name__)
 
@@ -37,60 +37,36 @@ MAX_JSON_BYTES = 64 * 1024
 Handler = Callable[[Request, Session], Awaitable[dict[str, Any]]]
 
 
-class RateLimited(XrpcError):
-    def __init__(self, retry_after: int) -> None:
-        super().__init__("RateLimitExceeded", f"too many writes: retry in {retry_after} s", 429)
-        self.retry_after = retry_after
-
-    def response(self) -> Response:
-        response = super().response()
-        response.headers["Retry-After"] = str(self.retry_after)
-        return response
-
-
 class Publishing:
-    """The publish endpoints and what they hold open (HTTP clients, the fallback writer)."""
+    """The publish endpoints and what they hold open (HTTP clients)."""
 
     NSIDS = (PUBLISH, UPDATE, DELETE)
 
-    def __init__(self, settings: Settings, store: Store, sink: PublishSink | None = None) -> None:
-        self.storage: LocalStorage | R2Storage = make_storage(settings)
-        self._pds = Pds(settings)
-        max_future_us = int(settings.future_skew_seconds * 1_000_000)
-        self._own_index: LocalIndex | None = None
-        if sink is None:
-            self._own_index = LocalIndex(store, max_future_us)
-            sink = self._own_index.ingest
-        self.publisher = Publisher(self.storage, self._pds, store, sink)
-        self._limiter = RateLimiter(settings.publish_rate_per_minute)
-        self._max_upload_bytes = settings.max_upload_bytes
-        self._publish_params = _procedure(PUBLISH)
+    def __init__(self, settings: Settings, index: Index) -> None:
+        self.storage: LocalStorage | R2Storage = make_storage(settings.storage, settings.api.base_url)
+        self._pds = Pds(settings.identity, settings.net)
+        self.publisher = Publisher(self.storage, self._pds, index)
+        self._limiter = RateLimiter(settings.publish.rate_per_minute)
+        self._max_upload_bytes = settings.publish.max_upload_bytes
+        self._publish_params = method(PUBLISH)
 
     def routes(self) -> list[Route]:
         return [
-            Route(f"/xrpc/{PUBLISH}", self._endpoint(PUBLISH, self._publish), methods=["POST"]),
-            Route(f"/xrpc/{UPDATE}", self._endpoint(UPDATE, self._update), methods=["POST"]),
-            Route(f"/xrpc/{DELETE}", self._endpoint(DELETE, self._delete), methods=["POST"]),
+            Route(f"/xrpc/{PUBLISH}", self._endpoint(self._publish), methods=["POST"]),
+            Route(f"/xrpc/{UPDATE}", self._endpoint(self._update), methods=["POST"]),
+            Route(f"/xrpc/{DELETE}", self._endpoint(self._delete), methods=["POST"]),
         ]
 
     async def aclose(self) -> None:
         await self._pds.aclose()
-        if self._own_index is not None:
-            self._own_index.close()
 
-    def _endpoint(self, nsid: str, handler: Handler) -> Callable[[Request], Awaitable[Response]]:
+    def _endpoint(self, handler: Handler) -> Callable[[Request], Awaitable[Response]]:
         async def endpoint(request: Request) -> Response:
-            try:
-                session = await self._pds.authenticate(request.headers.get("authorization"))
-                retry_after = self._limiter.acquire(session.did)
-                if retry_after is not None:
-                    raise RateLimited(retry_after)
-                return json_response(await handler(request, session))
-            except XrpcError as exc:
-                return exc.response()
-            except Exception:
-                log.exception("write failed nsid=%s", nsid)
-                return XrpcError("InternalServerError", "internal error", 500).response()
+            session = await self._pds.authenticate(request.headers.get("authorization"))
+            retry_after = self._limiter.acquire(session.did)
+            if retry_after is not None:
+                raise RateLimited(retry_after)
+            return json_response(await handler(request, session))
 
         return endpoint
 
@@ -110,34 +86,26 @@ class Publishing:
         return await self.publisher.delete(session, (await _json_input(request, DELETE))["uri"])
 
 
-def _procedure(nsid: str) -> Method:
-    """A procedure's query parameters, parsed like a query's (see xrpc.Method)."""
-    definition = lexicons.main_def(nsid)
-    properties = definition.get("parameters", {}).get("properties", {})
-    params = {name: Param(name, schema["type"], False, schema.get("default")) for name, schema in properties.items()}
-    return Method(nsid, params, frozenset(error["name"] for error in definition.get("errors", ())))
-
-
 async def _json_input(request: Request, nsid: str) -> dict[str, Any]:
     if request.headers.get("content-type", "").split(";", 1)[0].strip().lower() != "application/json":
-        raise invalid("the body must be application/json")
+        raise InvalidRequest("the body must be application/json")
     body = bytearray()
     async for chunk in request.stream():
         body.extend(chunk)
         if len(body) > MAX_JSON_BYTES:
-            raise XrpcError("PayloadTooLarge", f"the body is larger than {MAX_JSON_BYTES} bytes", 413)
+            raise PayloadTooLarge(f"the body is larger than {MAX_JSON_BYTES} bytes")
     try:
         value = orjson.loads(body)
     except orjson.JSONDecodeError:
-        raise invalid("the body is not JSON") from None
+        raise InvalidRequest("the body is not JSON") from None
     if not isinstance(value, dict):
-        raise invalid("the body must be a JSON object")
+        raise InvalidRequest("the body must be a JSON object")
     known = lexicons.main_def(nsid)["input"]["schema"]["properties"]
     unknown = sorted(set(value) - set(known))
     if unknown:
-        raise invalid(f"unknown field {unknown[0][:50]!r}: only {', '.join(known)} can be given")
+        raise InvalidRequest(f"unknown field {unknown[0][:50]!r}: only {', '.join(known)} can be given")
     try:
         lexicons.validator().validate(nsid, "input", value)
     except ValidationError as exc:
-        raise invalid(str(exc)) from None
+        raise InvalidRequest(str(exc)) from None
     return value

@@ -21,8 +21,8 @@ from typing import BinaryIO
 
 from python_multipart.multipart import MultipartParseError, MultipartParser, parse_options_header
 
-from appview_api.audio.format import HEAD_BYTES, UnsupportedAudio, sniff
-from appview_api.xrpc import XrpcError, invalid
+from appview_api.audio.format import HEAD_BYTES, sniff
+from appview_api.errors import InvalidRequest, PayloadTooLarge
 
 FILE_FIELD = "audio"
 TEXT_FIELDS = frozenset({"title", "artist", "album"})
@@ -31,12 +31,8 @@ MAX_FIELD_BYTES = 4096  # far above the lexicon's 280: the record check then nam
 FORM_OVERHEAD_BYTES = 64 * 1024
 
 
-def too_large(max_bytes: int) -> XrpcError:
-    return XrpcError("PayloadTooLarge", f"the upload is larger than {max_bytes} bytes", 413)
-
-
-def unsupported(exc: UnsupportedAudio) -> XrpcError:
-    return XrpcError("UnsupportedAudio", exc.reason, 400)
+def too_large(max_bytes: int) -> PayloadTooLarge:
+    return PayloadTooLarge(f"the upload is larger than {max_bytes} bytes")
 
 
 @dataclass
@@ -55,7 +51,7 @@ class _Part:
 
 
 class FormSpooler:
-    """Feed it the body's chunks in order, then `finish()`; every refusal is an XrpcError raised at once."""
+    """Feed it the body's chunks in order, then `finish()`; every refusal is a RequestError raised at once."""
 
     def __init__(self, boundary: bytes, sink: BinaryIO, path: Path, max_file_bytes: int) -> None:
         self._sink = sink
@@ -89,13 +85,13 @@ class FormSpooler:
         try:
             self._parser.write(chunk)
         except MultipartParseError as exc:
-            raise invalid(f"malformed multipart body: {exc}") from None
+            raise InvalidRequest(f"malformed multipart body: {exc}") from None
 
     def finish(self) -> Form:
         if not self._ended:
-            raise invalid("malformed multipart body: it ends before its closing boundary")
+            raise InvalidRequest("malformed multipart body: it ends before its closing boundary")
         if not self._has_file:
-            raise invalid(f"the form has no {FILE_FIELD!r} file part")
+            raise InvalidRequest(f"the form has no {FILE_FIELD!r} file part")
         self._check_head(final=True)
         return Form(self._fields, self._path, self._size, self._hash.hexdigest())
 
@@ -113,26 +109,26 @@ class FormSpooler:
         disposition, options = parse_options_header(self._part.headers.get(b"content-disposition"))
         raw_name = options.get(b"name")
         if disposition != b"form-data" or raw_name is None:
-            raise invalid("a form part has no Content-Disposition: form-data name")
+            raise InvalidRequest("a form part has no Content-Disposition: form-data name")
         name = raw_name.decode("utf-8", "replace")
         self._part.name = name
         if name == FILE_FIELD:
             if self._has_file:
-                raise invalid(f"the form has more than one {FILE_FIELD!r} part")
+                raise InvalidRequest(f"the form has more than one {FILE_FIELD!r} part")
             self._has_file = True
         elif name in TEXT_FIELDS:
             if name in self._fields:
-                raise invalid(f"form field {name!r} given more than once")
+                raise InvalidRequest(f"form field {name!r} given more than once")
             self._part.text = bytearray()
         else:
-            raise invalid(f"unknown form field {name[:50]!r}")
+            raise InvalidRequest(f"unknown form field {name[:50]!r}")
 
     def _part_data(self, data: bytes, start: int, end: int) -> None:
         text = self._part.text
         if text is not None:
             text.extend(data[start:end])
             if len(text) > MAX_FIELD_BYTES:
-                raise invalid(f"form field {self._part.name!r} is longer than {MAX_FIELD_BYTES} bytes")
+                raise InvalidRequest(f"form field {self._part.name!r} is longer than {MAX_FIELD_BYTES} bytes")
             return
         self._size += end - start
         if self._size > self._max_file_bytes:
@@ -150,7 +146,7 @@ class FormSpooler:
             try:
                 self._fields[self._part.name] = text.decode("utf-8")
             except UnicodeDecodeError:
-                raise invalid(f"form field {self._part.name!r} is not UTF-8 text") from None
+                raise InvalidRequest(f"form field {self._part.name!r} is not UTF-8 text") from None
 
     def _end(self) -> None:
         self._ended = True
@@ -160,17 +156,14 @@ class FormSpooler:
         if self._sniffed or (len(self._head) < HEAD_BYTES and not final):
             return
         self._sniffed = True
-        try:
-            sniff(self._head)
-        except UnsupportedAudio as exc:
-            raise unsupported(exc) from None
+        sniff(self._head)
 
 
 def boundary_of(content_type: str | None) -> bytes:
     kind, options = parse_options_header(content_type)
     boundary = options.get(b"boundary")
     if kind != b"multipart/form-data" or not boundary:
-        raise invalid("the body must be multipart/form-data with a boundary")
+        raise InvalidRequest("the body must be multipart/form-data with a boundary")
     return boundary
 
 

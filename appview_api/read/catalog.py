@@ -14,40 +14,14 @@ from __future__ import annotations
 import bisect
 from array import array
 from collections.abc import Iterable
-from typing import NamedTuple
 
 from appview_api.read.feed_order import FeedOrder
 from appview_api.read.search import Hit, Postings, rank
 from appview_api.read.views import payload
+from indexer.db.rows import AccountRow, TrackRow
 
 FeedKey = tuple[int, str, str]  # sort_us, did, rkey: the discovery and actor cursors' key
 _CACHED_ORDER = 256  # accounts with more tracks than this keep their sorted order between requests
-
-
-class TrackRow(NamedTuple):
-    """A row of `tracks` as the catalog needs it (see queries.TRACK_COLUMNS)."""
-
-    did: str
-    rkey: str
-    visible: bool
-    cid: str | None
-    title: str | None
-    artist: str | None
-    album: str | None
-    audio_url: str | None
-    file_type: str | None
-    duration: int | None
-    created_at: str | None
-    indexed_us: int
-    sort_us: int
-    changed_us: int
-
-
-class AccountRow(NamedTuple):
-    did: str
-    handle: str | None
-    resolved_us: int
-    changed_us: int
 
 
 class Account:
@@ -136,10 +110,10 @@ class Catalog:
                 row.artist,
                 row.album,
                 row.audio_url,
-                row.file_type,  # type: ignore[arg-type]
+                row.file_type,
                 row.duration,
                 row.created_at,
-                row.indexed_us,  # type: ignore[arg-type]
+                row.indexed_us,
             )
         )
         account.tracks[row.rkey] = doc
@@ -185,10 +159,10 @@ class Catalog:
     def view(self, doc: int) -> tuple[str, str | None, str, bytes]:
         """(did, handle, rkey, payload) of a live document."""
         account = self.accounts[self._account[doc]]
-        return account.did, account.handle, self._rkey[doc], self._payload[doc]  # type: ignore[return-value]
+        return account.did, account.handle, self._rkey[doc], self._payload[doc]  # type: ignore[return-value]  # live: both set
 
     def key(self, doc: int) -> FeedKey:
-        return self._sort[doc], self.accounts[self._account[doc]].did, self._rkey[doc]  # type: ignore[return-value]
+        return self._sort[doc], self.accounts[self._account[doc]].did, self._rkey[doc]  # type: ignore[return-value]  # live: set
 
     def feed(self, after: FeedKey | None, want: int) -> list[int]:
         """Up to `want` documents in discovery order, (sort_us, did, rkey) descending, after `after`."""
@@ -210,4 +184,4 @@ class Catalog:
     def search(self, terms: tuple[str, ...], after: Hit | None, want: int) -> tuple[list[tuple[Hit, int]], int]:
         """Up to `want` (hit, doc) pairs, best first, after `after`; and how many visible tracks match."""
         docs, scores = self._postings.match(terms)
-        return rank(docs, scores, self._live, self._sort, lambda doc: self.key(doc)[1:], after, want)  # type: ignore[arg-type,return-value]
+        return rank(docs, scores, self._live, self._sort, lambda doc: self.key(doc)[1:], after, want)

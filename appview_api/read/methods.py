@@ -7,25 +7,23 @@ thread pool would. Handlers return the serialized body, so the response cache ca
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
-from functools import partial
-from typing import Any, TypeVar
+from typing import Any
 
 import orjson
 
+from appview_api.errors import ActorNotFound, InvalidRequest, TrackNotFound
 from appview_api.read import search
 from appview_api.read.cache import ResponseCache
 from appview_api.read.catalog import Catalog
 from appview_api.read.pagination import CursorCodec
 from appview_api.read.sync import Sync
 from appview_api.read.views import track_view
-from appview_api.xrpc import Method, invalid, method
-from indexer.db.store import Store
-from indexer.ingest.events import TRACK_COLLECTION
-
-T = TypeVar("T")
+from appview_api.xrpc import Method, method
+from indexer.atproto.nsid import TRACK_COLLECTION
+from indexer.atproto.uri import parse_record_uri
+from indexer.ingest.index import Index
 
 FEED = "app.relay.feed.getTracks"
 ACTOR = "app.relay.actor.getTracks"
@@ -39,20 +37,11 @@ _SEARCH_KEY = (int, int, str, str)  # a search.Hit
 class Api:
     """What every handler needs: the catalog and its sync, the cursor codec and the response cache."""
 
-    def __init__(self, store: Store, codec: CursorCodec, pool: ThreadPoolExecutor) -> None:
-        self.store = store
+    def __init__(self, index: Index, codec: CursorCodec, pool: ThreadPoolExecutor) -> None:
         self.codec = codec
-        self.pool = pool
         self.catalog = Catalog()
-        self.sync = Sync(store, self.catalog, pool)
+        self.sync = Sync(index, self.catalog, pool)
         self.cache = ResponseCache(lambda: self.catalog.version)
-
-    async def db(self, query: Callable[..., T], *args: Any) -> T:
-        """Run `query(connection, *args)` on a pool thread with that thread's DuckDB cursor."""
-        return await asyncio.get_running_loop().run_in_executor(self.pool, partial(self._call, query, *args))
-
-    def _call(self, query: Callable[..., T], *args: Any) -> T:
-        return query(self.store.reader(), *args)
 
     def views(self, docs: list[int]) -> list[dict[str, Any]]:
         return [track_view(*self.catalog.view(doc)) for doc in docs]
@@ -80,7 +69,7 @@ async def actor_get_tracks(api: Api, m: Method, p: dict[str, Any]) -> bytes:
     def compute() -> bytes:
         account = api.catalog.account(actor)
         if account is None:
-            raise m.error("ActorNotFound", f"no indexed account {p['actor']!r}", 400)
+            raise ActorNotFound(f"no indexed account {p['actor']!r}")
         docs = api.catalog.actor_feed(account, _decode(api, scope, cursor, _FEED_KEY), limit + 1)
         return orjson.dumps(_page(api, scope, docs, limit, api.catalog.key))
 
@@ -93,7 +82,7 @@ async def track_get_track(api: Api, m: Method, p: dict[str, Any]) -> bytes:
     account = api.catalog.account(repo)
     doc = None if account is None else account.tracks.get(rkey)
     if doc is None:
-        raise m.error("TrackNotFound", f"no visible track at {p['uri']}", 404)
+        raise TrackNotFound(f"no visible track at {p['uri']}")
     return orjson.dumps({"track": track_view(*api.catalog.view(doc))})
 
 
@@ -141,7 +130,9 @@ def _page(api: Api, scope: str, docs: list[int], limit: int, key: Callable[[int]
 
 
 def _split_uri(uri: str) -> tuple[str, str]:
-    parts = uri.removeprefix("at://").split("/")
-    if len(parts) != 3 or parts[1] != TRACK_COLLECTION or not parts[2]:
-        raise invalid(f"uri must name an {TRACK_COLLECTION} record: at://<did or handle>/{TRACK_COLLECTION}/<rkey>")
-    return parts[0], parts[2]
+    parsed = parse_record_uri(uri)
+    if parsed is None or parsed.collection != TRACK_COLLECTION:
+        raise InvalidRequest(
+            f"uri must name an {TRACK_COLLECTION} record: at://<did or handle>/{TRACK_COLLECTION}/<rkey>"
+        )
+    return parsed.authority, parsed.rkey

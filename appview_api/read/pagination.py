@@ -4,7 +4,7 @@ A cursor is the sort key of the last row a page showed, so the next page starts 
 inserted meanwhile can neither repeat a row nor push one out. The key is signed (HMAC-SHA256, truncated)
 together with a scope naming the query it belongs to, so a client can neither forge a position nor carry a
 cursor from one query over to another. The secret comes from settings, or is generated once and kept in
-the store's `meta` table so cursors survive restarts.
+the index (`Index.cursor_secret`) so cursors survive restarts.
 """
 
 from __future__ import annotations
@@ -13,28 +13,15 @@ import base64
 import binascii
 import hashlib
 import hmac
-import secrets
 
 import orjson
 
-from appview_api.xrpc import invalid
-from indexer.db.store import Store
+from appview_api.errors import InvalidRequest
 
 Key = tuple[int | str, ...]
 
-_META_KEY = "api_cursor_secret"
 _TAG_BYTES = 12
-
-
-def cursor_secret(configured: str, store: Store) -> bytes:
-    """The configured secret, else the stored one, else a new one stored now (a write: call at startup)."""
-    if configured:
-        return configured.encode()
-    stored = store.meta(_META_KEY)
-    if stored is None:
-        stored = secrets.token_hex(32)
-        store.set_meta(_META_KEY, stored)
-    return stored.encode()
+_REFUSED = "cursor is malformed or was not issued for this query"
 
 
 class CursorCodec:
@@ -54,10 +41,10 @@ class CursorCodec:
         except (binascii.Error, ValueError):
             valid = False
         if not valid:
-            raise invalid("cursor is malformed or was not issued for this query")
+            raise InvalidRequest(_REFUSED)
         key = orjson.loads(payload)
         if not isinstance(key, list) or [type(part) for part in key] != list(shape):
-            raise invalid("cursor is malformed or was not issued for this query")
+            raise InvalidRequest(_REFUSED)
         return tuple(key)
 
     def _tag(self, scope: str, payload: bytes) -> bytes:

@@ -19,7 +19,7 @@ from typing import NamedTuple
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from appview_api.xrpc import invalid
+from appview_api.errors import InvalidRequest
 
 MAX_TERMS = 8
 MIN_PREFIX = 3
@@ -36,9 +36,9 @@ def terms(q: str) -> tuple[str, ...]:
     """Lowercased words of `q`, de-duplicated in first-seen order; 400 if none or too many."""
     found = tuple(dict.fromkeys(_WORD.findall(q.lower())))
     if not found:
-        raise invalid("q has no search terms")
+        raise InvalidRequest("q has no search terms")
     if len(found) > MAX_TERMS:
-        raise invalid(f"q has {len(found)} terms; at most {MAX_TERMS} are allowed")
+        raise InvalidRequest(f"q has {len(found)} terms; at most {MAX_TERMS} are allowed")
     return found
 
 

@@ -1,6 +1,6 @@
 """Keeps the catalog current with the store it mirrors.
 
-Every commit that changes what readers see bumps `store.generation`. A request first awaits `current()`,
+Every commit that changes what readers see bumps the index's `generation`. A request first awaits `current()`,
 which returns once the catalog holds every commit made before the request arrived, so a client reads its
 own writes and a delete or takedown is gone from the next response. Catching up reads only the rows
 stamped since the last look, on a pool thread (DuckDB releases the GIL), then applies them on the event
@@ -17,11 +17,10 @@ import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-import duckdb
-
-from appview_api.read import queries
-from appview_api.read.catalog import AccountRow, Catalog, TrackRow
-from indexer.db.store import Store
+from appview_api.read.catalog import Catalog
+from indexer.db.rows import AccountRow, TrackRow
+from indexer.errors import StoreError, StoreUnavailable
+from indexer.ingest.index import Index
 
 log = logging.getLogger(__name__)
 
@@ -31,22 +30,22 @@ Changes = tuple[list[AccountRow], list[list[TrackRow]]]
 
 
 class Sync:
-    def __init__(self, store: Store, catalog: Catalog, pool: ThreadPoolExecutor) -> None:
-        self.store = store
+    def __init__(self, index: Index, catalog: Catalog, pool: ThreadPoolExecutor) -> None:
+        self.index = index
         self.catalog = catalog
         self._pool = pool
         self._seen = -1  # the store generation the catalog reflects
         self._running: asyncio.Future[None] | None = None
-        self.failure: duckdb.Error | None = None  # the database is unreachable: refuse reads
+        self.failure: StoreUnavailable | None = None  # the database is unreachable: refuse reads
 
     def load(self) -> None:
         """Fill the catalog from scratch (startup; blocks: ~1M tracks take seconds)."""
         started = time.monotonic()
-        generation = self.store.generation
-        with queries.snapshot(self.store.reader()) as con:  # the rows, and the stamps to resume from
-            tracks_seen, accounts_seen = queries.stamps(con)
-            self.catalog.apply_accounts(queries.account_rows(con, None))
-            for rows in queries.track_rows(con, None):
+        generation = self.index.generation
+        with self.index.catalog() as snapshot:  # the rows, and the stamps to resume from
+            tracks_seen, accounts_seen = snapshot.stamps()
+            self.catalog.apply_accounts(snapshot.accounts(None))
+            for rows in snapshot.tracks(None):
                 self.catalog.apply_tracks(rows)
         self.catalog.tracks_seen = max(self.catalog.tracks_seen, tracks_seen)
         self.catalog.accounts_seen = max(self.catalog.accounts_seen, accounts_seen)
@@ -61,7 +60,7 @@ class Sync:
         """Return once the catalog reflects every commit made before this call; raise if it cannot."""
         if self.failure is not None:
             raise self.failure
-        target = self.store.generation
+        target = self.index.generation
         while self._seen < target:
             if self._running is None:
                 self._running = asyncio.ensure_future(self._catch_up())
@@ -73,19 +72,19 @@ class Sync:
         while True:
             await asyncio.sleep(FOLLOW_SECONDS)
             try:
-                await asyncio.get_running_loop().run_in_executor(self._pool, self.store.cursor)
+                await asyncio.get_running_loop().run_in_executor(self._pool, self.index.cursor)
                 self.failure = None
                 await self.current()
-            except (duckdb.ConnectionException, duckdb.IOException) as exc:
+            except StoreUnavailable as exc:
                 if self.failure is None:
-                    log.warning("index unreachable error=%s", str(exc).splitlines()[0][:200])
+                    log.warning("index unreachable reason=%s", exc.reason)
                 self.failure = exc
-            except duckdb.Error:
+            except StoreError:
                 pass  # the requests that wait on the same catch-up report it
 
     async def _catch_up(self) -> None:
         try:
-            generation = self.store.generation
+            generation = self.index.generation
             catalog = self.catalog
             accounts, tracks = await asyncio.get_running_loop().run_in_executor(
                 self._pool, self._read, catalog.tracks_seen, catalog.accounts_seen
@@ -100,8 +99,8 @@ class Sync:
             self._running = None
 
     def _read(self, tracks_since: int, accounts_since: int) -> Changes:
-        with queries.snapshot(self.store.reader()) as con:
-            return queries.account_rows(con, accounts_since), list(queries.track_rows(con, tracks_since))
+        with self.index.catalog() as snapshot:
+            return snapshot.accounts(accounts_since), list(snapshot.tracks(tracks_since))
 
 
 def _retrieve(future: asyncio.Future[None]) -> None:

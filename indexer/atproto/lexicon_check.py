@@ -42,14 +42,14 @@ def compile_object(schema: dict[str, Any]) -> ObjectCheck:
     code = _Code()
     code.line(0, "def check(obj):")
     for name in schema.get("required", ()):
-        code.fail(1, f"{code.const(name)} not in obj", lambda _, name=name: f"missing required property {name}", "None")
+        code.fail(1, f"{code.const(name)} not in obj", _reason(f"missing required property {name}"), "None")
     nullable = frozenset(schema.get("nullable", ()))
     for name, prop in schema.get("properties", {}).items():
         code.line(1, f"v = obj.get({code.const(name)}, MISSING)")
         if name in nullable:
             code.line(1, "if v is not MISSING and v is not None:")
         else:
-            code.fail(1, "v is None", lambda _, name=name: f"{name}: must not be null")
+            code.fail(1, "v is None", _reason(f"{name}: must not be null"))
             code.line(1, "if v is not MISSING:")
         _property(code, name, prop)
     code.line(1, "return None")
@@ -85,7 +85,7 @@ def _property(code: _Code, name: str, schema: dict[str, Any]) -> None:
         if maximum is not None:
             fail(2, f"v > {code.const(maximum)}", lambda v: f"{name}: is higher than maximum {maximum}")
     if "enum" in schema:
-        shown = (lambda v: f"{v[:40]!r} ") if kind == "string" else (lambda v: "")
+        shown: Reason = (lambda v: f"{v[:40]!r} ") if kind == "string" else (lambda v: "")
         fail(2, f"v not in {code.const(frozenset(schema['enum']))}",
              lambda v: f"{name}: {shown(v)}is not one of enum values")
     if "const" in schema:
@@ -122,7 +122,13 @@ class _Code:
     def build(self, name: str) -> Callable[..., Any]:
         source = "\n".join(self._lines)
         exec(compile(source, "<lexicon check>", "exec"), self._namespace)
-        return self._namespace[name]
+        built: Callable[..., Any] = self._namespace[name]
+        return built
+
+
+def _reason(text: str) -> Reason:
+    """A reason that does not depend on the value."""
+    return lambda _: text
 
 
 def _utf8_length(value: str) -> int:

@@ -10,11 +10,12 @@ on top of the feed by lying about its date).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from typing import Any
 
 from indexer.atproto import lexicon_check, lexicons, tid
+from indexer.atproto.datetimes import us_from_iso
+from indexer.atproto.nsid import TRACK_COLLECTION
 from indexer.errors import InvalidRecord
-from indexer.ingest.events import TRACK_COLLECTION, Commit
 
 _MAIN = lexicons.main_def(TRACK_COLLECTION)
 _KEY_TYPE = _MAIN["key"]
@@ -35,21 +36,25 @@ class Track:
     created_us: int
 
 
-def validate_track(commit: Commit, max_future_us: int) -> Track:
-    """Raise InvalidRecord (reason names the field) unless the commit's record is a valid track."""
-    record = commit.record
+def validate_track(record: dict[str, Any] | None, rkey: str, time_us: int, max_future_us: int) -> Track:
+    """Raise InvalidRecord (reason names the field) unless `record`, written at `time_us` under `rkey`, is
+    a valid track."""
     if record is None:
         raise InvalidRecord("record: missing")
-    if record.get("$type") != TRACK_COLLECTION:
-        raise InvalidRecord(f"$type: expected {TRACK_COLLECTION}, got {record.get('$type')!r}")
-    if _KEY_TYPE == "tid" and not tid.is_tid(commit.rkey):
-        raise InvalidRecord(f"rkey: {commit.rkey!r} is not a TID")
+    kind = record.get("$type")
+    if kind != TRACK_COLLECTION:
+        raise InvalidRecord(f"$type: expected {TRACK_COLLECTION}, got {repr(kind)[:64]}")
+    if _KEY_TYPE == "tid" and not tid.is_tid(rkey):
+        raise InvalidRecord(f"rkey: {rkey[:64]!r} is not a TID")
     reason = _CHECK(record)
     if reason is not None:
         raise InvalidRecord(reason)
     created_at = record["createdAt"]
-    created_us = _micros(created_at)
-    if created_us > commit.time_us + max_future_us:
+    try:
+        created_us = us_from_iso(created_at)
+    except ValueError as exc:
+        raise InvalidRecord(f"createdAt: {exc}") from None
+    if created_us > time_us + max_future_us:
         raise InvalidRecord(f"createdAt: {created_at} is too far in the future")
     return Track(
         title=record["title"],
@@ -62,12 +67,3 @@ def validate_track(commit: Commit, max_future_us: int) -> Track:
         created_us=created_us,
     )
 
-
-def _micros(value: str) -> int:
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        raise InvalidRecord(f"createdAt: {value!r} is not an ISO 8601 datetime") from None
-    if parsed.tzinfo is None:
-        raise InvalidRecord(f"createdAt: {value!r} has no timezone")
-    return int(parsed.timestamp() * 1_000_000)

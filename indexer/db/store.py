@@ -1,279 +1,88 @@
-"""The DuckDB index: the one write path, and read connections for the API.
+"""The store's interface: everything the rest of the service asks of the index, and nothing of how.
 
-DuckDB allows one writing process; inside it, every write here runs on one writer thread (see
-`writer.py`) while readers take their own cursors on the same database and see committed snapshots. A
-batch of changes and the Jetstream cursor that covers it commit in one transaction, so after a crash
-(kill -9 included) the index holds exactly the events up to the stored cursor.
+The planner, the consumer and the API see only this; a backend (DuckDB today) implements it with all of
+its SQL. Writes are called from the one writer thread (`writer.py`); reads from any thread. A backend
+raises `StoreUnavailable` when it cannot reach its database and `StoreError` for any other failure.
+
+Every write the API must reflect stamps the rows it touches with a time that rises from commit to
+commit (`changed_us` on tracks; `first_seen_us` and `handle_resolved_us` on accounts), so "what changed
+since I last looked" is a plain comparison with the stamps a catalog has seen.
 """
 
 from __future__ import annotations
 
-import logging
-import threading
 import time
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import AbstractContextManager
 from typing import Protocol
 
-import duckdb
-import pyarrow as pa
-
-from indexer.db.schema import MIGRATIONS
-from indexer.ingest.staging import StagedBatch
-
-log = logging.getLogger(__name__)
+from indexer.db.batch import Batch
+from indexer.db.rows import AccountRow, AudioResult, Status, StoredCursor, TrackRow
 
 NO_AUDIO = "none"  # audio_state of a tombstone
-
-
-class CheckResult(Protocol):
-    url: str
-    state: str
-    reason: str
-    status: int | None
-    content_type: str | None
-
-
-@dataclass(frozen=True, slots=True)
-class StoredCursor:
-    time_us: int
-    source: str | None
-    updated_us: int
 
 
 def now_us() -> int:
     return time.time_ns() // 1000
 
 
-class Store:
-    def __init__(self, path: Path | str, *, recheck_seconds: float = 86400.0) -> None:
-        self.path = Path(path)
-        if str(path) != ":memory:":
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._con = duckdb.connect(str(path))
-        # At the default 16 MB, checkpoints came so often under replay that commits grew with the table
-        # (27 ms to 200 ms a batch by 100k tracks); 256 MB keeps a batch flat and bounds WAL replay.
-        self._con.execute("SET checkpoint_threshold = '256MB'")
-        self._local = threading.local()
-        self._recheck_us = int(recheck_seconds * 1_000_000)
-        self.generation = 0  # bumped after every commit that changes what readers see
-        self._migrate()
-        self._last_stamp: int = self._con.execute(
-            "SELECT greatest((SELECT max(changed_us) FROM tracks), (SELECT max(first_seen_us) FROM accounts), "
-            "(SELECT max(handle_resolved_us) FROM accounts), 0)"
-        ).fetchone()[0]
+class CatalogSnapshot(Protocol):
+    """Reads that all see the same commits."""
 
-    def close(self) -> None:
-        self._con.close()
+    def stamps(self) -> tuple[int, int]:
+        """The newest stamps on tracks and on accounts: where catching up starts after a full load."""
+        ...
 
-    # -- reads -------------------------------------------------------------------------------------
+    def accounts(self, since: int | None) -> list[AccountRow]:
+        """Every account (since None), or those stamped after `since`."""
+        ...
 
-    def reader(self) -> duckdb.DuckDBPyConnection:
-        """A connection for the calling thread (DuckDB connections are not shared across threads)."""
-        con = getattr(self._local, "con", None)
-        if con is None:
-            con = self._local.con = self._con.cursor()
-        return con
+    def tracks(self, since: int | None) -> Iterator[list[TrackRow]]:
+        """Visible tracks (since None), or every track row stamped after `since`, in batches."""
+        ...
 
-    def cursor(self) -> StoredCursor | None:
-        row = self.reader().execute("SELECT time_us, source, updated_us FROM cursor").fetchone()
-        return StoredCursor(*row) if row else None
 
-    def known_dids(self) -> set[str]:
-        return {did for (did,) in self.reader().execute("SELECT did FROM accounts").fetchall()}
+class Store(Protocol):
+    generation: int  # bumped after every commit that changes what readers see
+
+    def close(self) -> None: ...
+
+    # -- reads --------------------------------------------------------------------------------------
+
+    def cursor(self) -> StoredCursor | None: ...
+
+    def known_dids(self) -> set[str]: ...
 
     def pending_urls(self) -> list[str]:
-        rows = self.reader().execute(
-            "SELECT DISTINCT audio_url FROM tracks WHERE audio_state = 'pending' AND NOT deleted"
-        ).fetchall()
-        return [url for (url,) in rows]
+        """Audio URLs of live tracks still waiting for a check."""
+        ...
 
-    def unresolved_dids(self) -> list[str]:
-        rows = self.reader().execute("SELECT did FROM accounts WHERE handle_resolved_us IS NULL").fetchall()
-        return [did for (did,) in rows]
+    def unresolved_dids(self) -> list[str]: ...
 
-    def meta(self, key: str) -> str | None:
-        row = self.reader().execute("SELECT value FROM meta WHERE key = ?", [key]).fetchone()
-        return row[0] if row else None
+    def meta(self, key: str) -> str | None: ...
 
-    # -- writes (writer thread only) ---------------------------------------------------------------
+    def catalog(self) -> AbstractContextManager[CatalogSnapshot]: ...
 
-    def apply(self, batch: StagedBatch, source: str | None = None) -> list[str]:
-        """Commit a batch and its cursor; return the audio URLs that now need a check."""
-        stamp = self._stamp()
-        pending: list[str] = []
-        with self._transaction() as con:
-            if batch.new_accounts:
-                con.register("new_accounts", pa.table({"did": batch.new_accounts}))
-                con.execute(
-                    "INSERT INTO accounts (did, first_seen_us) SELECT did, ? FROM new_accounts "
-                    "ON CONFLICT DO NOTHING",
-                    [stamp],
-                )
-                con.unregister("new_accounts")
-            if batch.accounts:
-                self._apply_accounts(con, batch)
-            if batch.tracks is not None:
-                pending = self._apply_tracks(con, batch.tracks, stamp)
-            if batch.accounts:
-                self._apply_visibility(con, batch, stamp)
-            if batch.rejections:
-                con.executemany(
-                    "INSERT OR IGNORE INTO rejections VALUES (?, ?, ?, ?, ?)",
-                    [(r.uri, r.rev, r.reason, r.time_us, stamp) for r in batch.rejections],
-                )
-            if batch.cursor is not None:
-                # Monotonic: a reconnect's rewind replays older events but must not move the cursor back.
-                con.execute(
-                    "INSERT INTO cursor VALUES (1, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET "
-                    "time_us = greatest(cursor.time_us, excluded.time_us), source = excluded.source, "
-                    "updated_us = excluded.updated_us",
-                    [batch.cursor, source, stamp],
-                )
-        if batch.has_changes:
-            self.generation += 1
-        return pending
+    def key_in_use(self, key: str, besides: tuple[str, str] | None = None) -> bool:
+        """Does a live track other than `besides` (did, rkey) use the audio object `key`, from any base URL?"""
+        ...
 
-    def _apply_tracks(self, con: duckdb.DuckDBPyConnection, staged: pa.Table, stamp: int) -> list[str]:
-        con.register("staged", staged)
-        fresh_after = stamp - self._recheck_us
-        try:
-            con.execute(_UPSERT_TRACKS, {"now": stamp, "fresh_after": fresh_after})
-            rows = con.execute(
-                "SELECT DISTINCT s.audio_url FROM staged s WHERE NOT s.deleted AND NOT EXISTS ("
-                " SELECT 1 FROM audio_checks c WHERE c.url = s.audio_url AND c.checked_us > ?)",
-                [fresh_after],
-            ).fetchall()
-        finally:
-            con.unregister("staged")
-        return [url for (url,) in rows]
+    def status(self, recent_rejections: int) -> Status: ...
 
-    def _apply_accounts(self, con: duckdb.DuckDBPyConnection, batch: StagedBatch) -> None:
-        con.executemany(
-            "UPDATE accounts SET active = ?, status = ?, seq = ? WHERE did = ? AND seq < ?",
-            [(c.active, c.status, c.seq, c.did, c.seq) for c in batch.accounts],
-        )
+    # -- writes (the writer thread only) --------------------------------------------------------------
 
-    def _apply_visibility(self, con: duckdb.DuckDBPyConnection, batch: StagedBatch, stamp: int) -> None:
-        con.register("changed", pa.table({"did": [c.did for c in batch.accounts]}))
-        try:
-            con.execute(
-                "UPDATE tracks SET hidden = NOT a.active, changed_us = ? FROM accounts a "
-                "WHERE tracks.did = a.did AND a.did IN (SELECT did FROM changed) AND tracks.hidden = a.active",
-                [stamp],
-            )
-            con.execute(_PURGE, {"stamp": stamp})
-        finally:
-            con.unregister("changed")
+    def apply(self, batch: Batch, source: str | None) -> list[str]:
+        """Commit a batch with its cursor; return the audio URLs that now need a check."""
+        ...
 
-    def record_audio(self, results: Iterable[CheckResult]) -> None:
-        """Store finished checks and carry each outcome to every live track with that URL."""
-        results = list(results)
-        if not results:
-            return
-        stamp = self._stamp()
-        table = pa.table(
-            {
-                "url": [r.url for r in results],
-                "state": [str(r.state) for r in results],
-                "reason": [r.reason for r in results],
-                "status": pa.array([r.status for r in results], pa.int32()),
-                "content_type": pa.array([r.content_type for r in results], pa.string()),
-                "checked_us": [stamp] * len(results),
-            }
-        )
-        with self._transaction() as con:
-            con.register("results", table)
-            try:
-                con.execute("INSERT OR REPLACE INTO audio_checks SELECT * FROM results")
-                con.execute(
-                    "UPDATE tracks SET audio_state = r.state, changed_us = ? FROM results r "
-                    "WHERE tracks.audio_url = r.url AND NOT tracks.deleted AND tracks.audio_state <> r.state",
-                    [stamp],
-                )
-            finally:
-                con.unregister("results")
-        self.generation += 1
+    def record_audio(self, results: Iterable[AudioResult]) -> None:
+        """Store finished checks and carry each verdict to every live track with that URL."""
+        ...
 
-    def set_handles(self, handles: dict[str, str | None]) -> None:
-        """Record resolved handles (None: the DID document names no valid handle)."""
-        stamp = self._stamp()
-        with self._transaction() as con:
-            con.executemany(
-                "UPDATE accounts SET handle = ?, handle_resolved_us = ? WHERE did = ?",
-                [(handle, stamp, did) for did, handle in handles.items()],
-            )
-        self.generation += 1
+    def set_handles(self, handles: Mapping[str, str | None]) -> None:
+        """Record resolved handles (None: no valid handle)."""
+        ...
 
-    def rewind(self, time_us: int, source: str | None = "replay") -> None:
-        with self._transaction() as con:
-            con.execute("INSERT OR REPLACE INTO cursor VALUES (1, ?, ?, ?)", [time_us, source, now_us()])
+    def rewind(self, time_us: int, source: str | None) -> None: ...
 
-    def set_meta(self, key: str, value: str) -> None:
-        with self._transaction() as con:
-            con.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", [key, value])
-
-    # -- plumbing ----------------------------------------------------------------------------------
-
-    def _stamp(self) -> int:
-        """The time a write stamps its rows with: rising from commit to commit even if the clock steps
-        back, so the API can catch up on exactly the rows stamped after the last one it saw."""
-        self._last_stamp = max(now_us(), self._last_stamp + 1)
-        return self._last_stamp
-
-    @contextmanager
-    def _transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        con = self._con
-        con.execute("BEGIN")
-        try:
-            yield con
-        except BaseException:
-            con.execute("ROLLBACK")
-            raise
-        con.execute("COMMIT")
-
-    def _migrate(self) -> None:
-        con = self._con
-        con.execute("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_us BIGINT)")
-        done = {v for (v,) in con.execute("SELECT version FROM schema_migrations").fetchall()}
-        for version, sql in enumerate(MIGRATIONS, start=1):
-            if version in done:
-                continue
-            with self._transaction():
-                con.execute(sql)
-                con.execute("INSERT INTO schema_migrations VALUES (?, ?)", [version, now_us()])
-            log.info("migrated", extra={"version": version, "db": str(self.path)})
-
-
-_UPSERT_TRACKS = f"""
-INSERT INTO tracks
-SELECT s.did, s.rkey, s.rev, s.cid, s.deleted,
-       coalesce(NOT a.active, false),
-       s.title, s.artist, s.album, s.audio_url, s.file_type, s.duration, s.created_at, s.created_us,
-       $now, least(coalesce(s.created_us, $now), $now),
-       CASE WHEN s.deleted THEN '{NO_AUDIO}' ELSE coalesce(c.state, 'pending') END,
-       s.event_time_us, $now
-FROM staged s
-LEFT JOIN accounts a ON a.did = s.did
-LEFT JOIN audio_checks c ON c.url = s.audio_url AND c.checked_us > $fresh_after
-ON CONFLICT (did, rkey) DO UPDATE SET
-    rev = excluded.rev, cid = excluded.cid, deleted = excluded.deleted, hidden = excluded.hidden,
-    title = excluded.title, artist = excluded.artist, album = excluded.album,
-    audio_url = excluded.audio_url, file_type = excluded.file_type, duration = excluded.duration,
-    created_at = excluded.created_at, created_us = excluded.created_us,
-    sort_us = least(coalesce(excluded.created_us, tracks.indexed_us), tracks.indexed_us),
-    audio_state = CASE
-        WHEN excluded.audio_url IS NOT DISTINCT FROM tracks.audio_url AND tracks.audio_state <> '{NO_AUDIO}'
-        THEN tracks.audio_state ELSE excluded.audio_state END,
-    event_time_us = excluded.event_time_us, changed_us = excluded.changed_us
-WHERE excluded.rev > tracks.rev
-"""
-
-_PURGE = f"""
-UPDATE tracks SET deleted = true, cid = NULL, title = NULL, artist = NULL, album = NULL, audio_url = NULL,
-    file_type = NULL, duration = NULL, created_at = NULL, audio_state = '{NO_AUDIO}', changed_us = $stamp
-WHERE did IN (SELECT did FROM accounts WHERE status = 'deleted' AND did IN (SELECT did FROM changed))
-  AND NOT deleted
-"""
+    def set_meta(self, key: str, value: str) -> None: ...

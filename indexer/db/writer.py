@@ -1,20 +1,22 @@
 """The single writer: every change to the index runs on one thread, in order.
 
-DuckDB takes one writer, and it releases the GIL while it works: with commits on their own thread, the
-event loop stays free for the API, the audio checks and the feed process's next batch.
+Jetstream batches, local publishes, audio verdicts, handles, the cursor and the cursor secret all come
+through here. DuckDB takes one writer, and it releases the GIL while it works: with commits on their own
+thread, the event loop stays free for the API, the audio checks and the feed process's next batch.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
 from indexer import metrics
-from indexer.db.store import CheckResult, Store
-from indexer.ingest.staging import StagedBatch
+from indexer.db.batch import Batch
+from indexer.db.rows import AudioResult
+from indexer.db.store import Store
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -25,17 +27,25 @@ class Writer:
         self.store = store
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="relay-writer")
 
-    async def apply(self, batch: StagedBatch, source: str | None) -> list[str]:
+    async def apply(self, batch: Batch, source: str | None) -> list[str]:
         """Commit a planned batch with its cursor; returns the audio URLs that now need a check."""
         pending = await self._run(self.store.apply, batch, source)
         _count(batch)
         return pending
 
-    async def record_audio(self, results: Iterable[CheckResult]) -> None:
+    async def record_audio(self, results: Iterable[AudioResult]) -> None:
         await self._run(self.store.record_audio, list(results))
 
-    async def set_handles(self, handles: dict[str, str | None]) -> None:
-        await self._run(self.store.set_handles, handles)
+    async def set_handles(self, handles: Mapping[str, str | None]) -> None:
+        await self._run(self.store.set_handles, dict(handles))
+
+    def rewind(self, time_us: int, source: str | None) -> None:
+        """Blocks: for start-up, before the event loop has work."""
+        self._pool.submit(self.store.rewind, time_us, source).result()
+
+    def set_meta(self, key: str, value: str) -> None:
+        """Blocks: for start-up, before the event loop has work."""
+        self._pool.submit(self.store.set_meta, key, value).result()
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)
@@ -44,7 +54,7 @@ class Writer:
         return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
 
 
-def _count(batch: StagedBatch) -> None:
+def _count(batch: Batch) -> None:
     for kind, n in batch.counts.items():
         if kind != "rejected":
             metrics.EVENTS_APPLIED.labels(kind=kind).inc(n)

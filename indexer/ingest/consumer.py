@@ -25,9 +25,10 @@ import websockets
 from websockets.asyncio.client import ClientConnection
 
 from indexer import metrics
-from indexer.config import Settings
+from indexer.atproto.nsid import TRACK_COLLECTION
+from indexer.config import IngestSettings
 from indexer.errors import MalformedEvent
-from indexer.ingest.events import TRACK_COLLECTION, Commit, Event, parse
+from indexer.ingest.events import Commit, Event, parse
 from indexer.ingest.jetstream import FrameDecoder, subscribe_url
 
 log = logging.getLogger(__name__)
@@ -39,7 +40,7 @@ MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 class Consumer:
     def __init__(
         self,
-        settings: Settings,
+        settings: IngestSettings,
         emit: Emit,
         cursor: int | None,
         *,
@@ -81,7 +82,7 @@ class Consumer:
         while not self._stopping.is_set():
             base = self.settings.jetstream_urls[self._host]
             cursor = None if self.cursor is None else self.cursor - rewind_us
-            url = subscribe_url(base, self._collections, cursor, self.settings.jetstream_compress)
+            url = subscribe_url(base, self._collections, cursor, self.settings.compress)
             self.connections += 1
             received, reason = await self._connect(url, base)
             if self._stopping.is_set():
@@ -185,7 +186,7 @@ class Consumer:
                 self._last_pong, pong = now, None
             if pong is None and now >= next_ping:
                 with contextlib.suppress(websockets.ConnectionClosed):
-                    pong = await ws.ping()
+                    pong = asyncio.ensure_future(await ws.ping())
                 next_ping = now + stall / 3
             if now - max(self._last_message, self._last_pong) > stall:
                 self._close_reason = "stall"

@@ -15,9 +15,9 @@ from typing import Any
 
 import orjson
 
+from indexer.atproto.uri import record_uri
 from indexer.errors import MalformedEvent
 
-TRACK_COLLECTION = "app.relay.track"
 OPERATIONS = frozenset({"create", "update", "delete"})
 
 
@@ -34,7 +34,7 @@ class Commit:
 
     @property
     def uri(self) -> str:
-        return f"at://{self.did}/{self.collection}/{self.rkey}"
+        return record_uri(self.did, self.rkey, self.collection)
 
 
 @dataclass(slots=True)

@@ -33,10 +33,10 @@ import uvloop
 
 from indexer import metrics
 from indexer.config import Settings
+from indexer.db.batch import Batch
 from indexer.ingest.consumer import Consumer
 from indexer.ingest.events import Event
 from indexer.ingest.planner import Planner
-from indexer.ingest.staging import StagedBatch, stage
 from indexer.runtime import configure_logging, tune_for_ingest
 
 log = logging.getLogger(__name__)
@@ -57,7 +57,7 @@ class Start:
 # child → parent
 @dataclass(slots=True)
 class Shipped:
-    batch: StagedBatch
+    batch: Batch
     events: int
     source: str
     connection: int  # the consumer's connection number: a refusal covers the rest of its connection
@@ -216,7 +216,7 @@ class _FeedProcess:
         self._planner = Planner(start.known, start.max_future_us)
         # Two batches in flight: the consumer keeps receiving while the parent commits the older one.
         self._consumer = Consumer(
-            start.settings, self._emit, start.cursor, rewind_first=start.rewind_first, max_in_flight=2
+            start.settings.ingest, self._emit, start.cursor, rewind_first=start.rewind_first, max_in_flight=2
         )
         self._acks: deque[asyncio.Future[Ack]] = deque()
         self._refused_connection = -1
@@ -247,7 +247,7 @@ class _FeedProcess:
             raise BatchRefused("an earlier batch of this connection was not committed")
         for kind, n in Counter(map(type, events)).items():
             metrics.EVENTS_RECEIVED.labels(kind=kind.__name__.lower()).inc(n)
-        batch = stage(self._planner.plan(events))
+        batch = self._planner.plan(events)
         acked: asyncio.Future[Ack] = asyncio.get_running_loop().create_future()
         self._acks.append(acked)
         assert self._writer is not None

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import re
 import time
-from datetime import datetime
 from importlib.resources import files
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
 import zstandard
 
+from indexer.atproto.datetimes import NoTimezone, us_from_iso
 from indexer.errors import InvalidCursor, MalformedEvent
 
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
@@ -67,11 +67,8 @@ def parse_cursor(value: str, now_us: int | None = None) -> int:
     if match:
         return now_us - int(float(match.group(1)) * _UNIT_US[match.group(2)])
     try:
-        parsed = datetime.fromisoformat(value)
+        return us_from_iso(value)
+    except NoTimezone:
+        raise InvalidCursor(f"{value!r} has no timezone; add Z or an offset") from None
     except ValueError:
-        raise InvalidCursor(
-            f"{value!r} is not microseconds, an ISO 8601 time or a relative time like -2h"
-        ) from None
-    if parsed.tzinfo is None:
-        raise InvalidCursor(f"{value!r} has no timezone; add Z or an offset")
-    return int(parsed.timestamp() * 1_000_000)
+        raise InvalidCursor(f"{value!r} is not microseconds, an ISO 8601 time or a relative time like -2h") from None

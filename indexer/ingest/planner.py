@@ -1,20 +1,25 @@
 """The sans-I/O core: decide what a run of Jetstream events changes in the index.
 
-`Planner.plan` takes parsed events and returns a `Batch`, which the store applies in one transaction
-together with the cursor. It knows the accounts we index (so the events of the millions of accounts we
-do not index cost one set lookup) and nothing of sockets or SQL. Within a batch only the newest rev of
-each record survives, because the store's upsert can touch a row once per statement; across batches the
-store compares revs.
+`Planner.plan` takes parsed events and returns a `Batch` in the shape the store writes (track changes as
+one Arrow table), which the store applies in one transaction together with the cursor. It knows the
+accounts we index (so the events of the millions of accounts we do not index cost one set lookup) and
+nothing of sockets or SQL. Within a batch only the newest rev of each record survives, because the
+store's upsert can touch a row once per statement; across batches the store compares revs.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
+import pyarrow as pa
+
+from indexer.atproto.nsid import TRACK_COLLECTION
 from indexer.atproto.records import Track, validate_track
+from indexer.atproto.uri import record_uri
+from indexer.db.batch import TRACK_SCHEMA, AccountChange, Batch, Rejection
 from indexer.errors import InvalidRecord
-from indexer.ingest.events import TRACK_COLLECTION, Account, Commit, Event, Identity
+from indexer.ingest.events import Account, Commit, Event, Identity
 
 
 @dataclass(slots=True)
@@ -29,37 +34,6 @@ class TrackChange:
     time_us: int
 
 
-@dataclass(slots=True)
-class AccountChange:
-    did: str
-    seq: int
-    active: bool
-    status: str | None
-
-
-@dataclass(slots=True)
-class Rejection:
-    uri: str
-    rev: str
-    reason: str
-    time_us: int
-
-
-@dataclass
-class Batch:
-    tracks: dict[tuple[str, str], TrackChange] = field(default_factory=dict)
-    accounts: dict[str, AccountChange] = field(default_factory=dict)
-    rejections: list[Rejection] = field(default_factory=list)
-    new_accounts: set[str] = field(default_factory=set)
-    identities: set[str] = field(default_factory=set)
-    cursor: int | None = None
-    counts: Counter[str] = field(default_factory=Counter)
-
-    @property
-    def has_changes(self) -> bool:
-        return bool(self.tracks or self.accounts or self.rejections or self.new_accounts)
-
-
 class Planner:
     """Holds the set of indexed accounts (seeded from the store); their state lives in the store."""
 
@@ -68,48 +42,89 @@ class Planner:
         self.max_future_us = max_future_us
 
     def plan(self, events: list[Event]) -> Batch:
+        tracks: dict[tuple[str, str], TrackChange] = {}
+        accounts: dict[str, AccountChange] = {}
         batch = Batch()
+        new_accounts: set[str] = set()
+        counts: Counter[str] = Counter()
         for event in events:
             if batch.cursor is None or event.time_us > batch.cursor:
                 batch.cursor = event.time_us
             if isinstance(event, Commit):
-                self._commit(batch, event)
+                self._commit(event, tracks, batch, new_accounts, counts)
             elif isinstance(event, Account):
-                self._account(batch, event)
+                self._account(event, accounts, counts)
             elif isinstance(event, Identity) and event.did in self.known:
                 batch.identities.add(event.did)
-                batch.counts["identity"] += 1
+                counts["identity"] += 1
+        batch.tracks = track_table(list(tracks.values())) if tracks else None
+        batch.accounts = list(accounts.values())
+        batch.new_accounts = sorted(new_accounts)
+        batch.counts = dict(counts)
         return batch
 
-    def _commit(self, batch: Batch, commit: Commit) -> None:
+    def _commit(
+        self,
+        commit: Commit,
+        tracks: dict[tuple[str, str], TrackChange],
+        batch: Batch,
+        new_accounts: set[str],
+        counts: Counter[str],
+    ) -> None:
         if commit.collection != TRACK_COLLECTION:
-            batch.counts["ignored"] += 1
+            counts["ignored"] += 1
             return
         track = None
         if commit.operation != "delete":
             try:
-                track = validate_track(commit, self.max_future_us)
+                track = validate_track(commit.record, commit.rkey, commit.time_us, self.max_future_us)
             except InvalidRecord as exc:
-                batch.rejections.append(Rejection(commit.uri, commit.rev, exc.reason, commit.time_us))
-                batch.counts["rejected"] += 1
+                uri = record_uri(commit.did, commit.rkey)
+                batch.rejections.append(Rejection(uri, commit.rev, exc.reason, commit.time_us))
+                counts["rejected"] += 1
                 return
         key = (commit.did, commit.rkey)
-        previous = batch.tracks.get(key)
+        previous = tracks.get(key)
         if previous is not None and previous.rev >= commit.rev:
-            batch.counts["stale"] += 1
+            counts["stale"] += 1
             return
-        batch.tracks[key] = TrackChange(commit.did, commit.rkey, commit.rev, commit.cid, track, commit.time_us)
-        batch.counts[commit.operation] += 1
+        tracks[key] = TrackChange(commit.did, commit.rkey, commit.rev, commit.cid, track, commit.time_us)
+        counts[commit.operation] += 1
         if commit.did not in self.known:
             self.known.add(commit.did)
-            batch.new_accounts.add(commit.did)
+            new_accounts.add(commit.did)
             batch.identities.add(commit.did)
 
-    def _account(self, batch: Batch, event: Account) -> None:
+    def _account(self, event: Account, accounts: dict[str, AccountChange], counts: Counter[str]) -> None:
         if event.did not in self.known:
             return
-        previous = batch.accounts.get(event.did)
+        previous = accounts.get(event.did)
         if previous is not None and previous.seq > event.seq:
             return
-        batch.accounts[event.did] = AccountChange(event.did, event.seq, event.active, event.status)
-        batch.counts["account"] += 1
+        accounts[event.did] = AccountChange(event.did, event.seq, event.active, event.status)
+        counts["account"] += 1
+
+
+def track_table(changes: list[TrackChange]) -> pa.Table:
+    """The changes as the store's `staged` relation (~2.5 µs a track, in the feed process)."""
+    tracks = [c.track for c in changes]
+    columns = [
+        [c.did for c in changes],
+        [c.rkey for c in changes],
+        [c.rev for c in changes],
+        [c.cid for c in changes],
+        [t is None for t in tracks],
+        [t.title if t else None for t in tracks],
+        [t.artist if t else None for t in tracks],
+        [t.album if t else None for t in tracks],
+        [t.audio_url if t else None for t in tracks],
+        [t.file_type if t else None for t in tracks],
+        [t.duration if t else None for t in tracks],
+        [t.created_at if t else None for t in tracks],
+        [t.created_us if t else None for t in tracks],
+        [c.time_us for c in changes],
+    ]
+    return pa.Table.from_arrays(
+        [pa.array(values, column.type) for values, column in zip(columns, TRACK_SCHEMA, strict=True)],
+        schema=TRACK_SCHEMA,
+    )

@@ -1,4 +1,4 @@
-"""The indexer as one long-running object: a feed process (Jetstream → planned, staged batches) → the
+"""The indexer as one long-running object: a feed process (Jetstream → planned batches) → the index's
 writer, with audio checks and handle lookups running beside it. `serve` runs it next to the API; `index`
 and `replay` run it alone.
 """
@@ -15,14 +15,12 @@ import httpx
 
 from indexer import metrics
 from indexer.config import Settings
-from indexer.db.store import Store
-from indexer.db.writer import Writer
-from indexer.ingest.events import Commit
+from indexer.db.batch import Batch
+from indexer.db.rows import AudioResult
 from indexer.ingest.feed import Ack, Feed, Start
-from indexer.ingest.planner import Planner
-from indexer.ingest.staging import StagedBatch, stage
+from indexer.ingest.index import Index
 from indexer.ingest.workqueue import WorkQueue
-from indexer.net.audio_check import AudioChecker, AudioResult
+from indexer.net.audio_check import AudioChecker
 from indexer.net.identity import IdentityResolver
 from indexer.net.netguard import GuardedBackend, GuardedTransport
 from indexer.runtime import tune_for_ingest
@@ -34,7 +32,7 @@ class Indexer:
     def __init__(
         self,
         settings: Settings,
-        store: Store,
+        index: Index,
         *,
         replay_from: int | None = None,
         checker: AudioChecker | None = None,
@@ -43,17 +41,15 @@ class Indexer:
         """`replay_from` rewinds the stored cursor and starts exactly there; otherwise the indexer resumes
         a few seconds before the stored cursor, as on any reconnect."""
         self.settings = settings
-        self.store = store
+        self.index = index
         if replay_from is not None:
-            store.rewind(replay_from, "replay")
+            index.writer.rewind(replay_from, "replay")
         self._rewind_first = replay_from is None
         tune_for_ingest()
-        self.writer = Writer(store)
-        self._max_future_us = int(settings.future_skew_seconds * 1_000_000)
-        self.planner = Planner(store.known_dids(), self._max_future_us)  # for local writes (publishing)
+        index.on_new_accounts = self._follow_accounts
         self._checker = checker
         self._identity = identity
-        stored = store.cursor()
+        stored = index.cursor()
         self.cursor = stored.time_us if stored else None
         self._feed: Feed | None = None
         self._stopping = asyncio.Event()
@@ -77,14 +73,15 @@ class Indexer:
     async def run(self) -> None:
         """Index until stop(); then flush the batch in hand and the finished checks, and return."""
         async with contextlib.AsyncExitStack() as stack:
-            checker = self._checker or await stack.enter_async_context(AudioChecker(self.settings))
+            checker = self._checker
+            if checker is None:
+                checker = await stack.enter_async_context(AudioChecker(self.settings.audio, self.settings.net))
             identity = self._identity or await self._default_identity(stack)
-            self.audio = WorkQueue(
-                "audio", checker.check, self.writer.record_audio, concurrency=self.settings.audio_concurrency
-            )
+            concurrency = self.settings.audio.concurrency
+            self.audio = WorkQueue("audio", checker.check, self.index.writer.record_audio, concurrency=concurrency)
             self.handles = WorkQueue("handles", identity.lookup_handle, self._record_handles, concurrency=4)
-            self.audio.submit(self.store.pending_urls())
-            self.handles.submit(self.store.unresolved_dids())
+            self.audio.submit(await asyncio.to_thread(self.index.store.pending_urls))
+            self.handles.submit(await asyncio.to_thread(self.index.store.unresolved_dids))
             workers = [asyncio.create_task(self.audio.run()), asyncio.create_task(self.handles.run())]
             try:
                 await self._follow()
@@ -92,14 +89,14 @@ class Indexer:
                 for worker in workers:
                     worker.cancel()
                 await asyncio.gather(*workers, return_exceptions=True)
-                self.writer.close()
         log.info("indexer stopped cursor=%s", self.cursor)
 
     async def _follow(self) -> None:
         """Run feed processes until stop(): a feed that dies is started again, from the stored cursor."""
         failures = 0
         while not self._stopping.is_set():
-            start = Start(self.settings, self.cursor, self._rewind_first, set(self.planner.known), self._max_future_us)
+            known = set(self.index.planner.known)
+            start = Start(self.settings, self.cursor, self._rewind_first, known, self.settings.ingest.max_future_us)
             self._rewind_first = True
             async with Feed(start) as feed:
                 self._feed = feed
@@ -110,7 +107,7 @@ class Indexer:
             if self._stopping.is_set():
                 return
             failures = 0 if committed else failures + 1
-            delay = random.uniform(0.5, 1.0) * min(self.settings.backoff_max_seconds, 2.0**failures)
+            delay = random.uniform(0.5, 1.0) * min(self.settings.ingest.backoff_max_seconds, 2.0**failures)
             log.error("feed process exited code=%s committed=%d restart_in=%.1fs", feed.exitcode, committed, delay)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), timeout=delay)
@@ -128,45 +125,29 @@ class Indexer:
             except Exception:
                 log.exception("batch failed; the feed reconnects from cursor=%s", self.cursor)
                 refused_through = shipped.connection
-                feed.ack(Ack(committed=False, known=set(self.planner.known)))
+                feed.ack(Ack(committed=False, known=set(self.index.planner.known)))
                 continue
             feed.ack(Ack(committed=True))
             committed += 1
         return committed
 
-    async def ingest_local(self, commit: Commit, audio: AudioResult | None, handle: str | None) -> None:
-        """Index a record this process just wrote to its author's PDS, as its Jetstream copy will be
-        (same rev: that copy is then a no-op). `audio` is a check to record first; `handle` is the DID
-        document's, for an account seen here for the first time."""
-        if audio is not None:
-            await self.writer.record_audio([audio])
-        batch = stage(self.planner.plan([commit]))
-        batch.cursor = None  # not a Jetstream event: the stream's cursor must not move
-        await self._commit(batch, None)
-        if batch.new_accounts:
-            if self._feed is not None:
-                self._feed.add_known(batch.new_accounts)
-            if handle is not None:
-                await self.writer.set_handles({did: handle for did in batch.new_accounts})
+    def _follow_accounts(self, dids: list[str]) -> None:
+        """Accounts indexed outside the feed (publishing), whose account events the feed must now follow."""
+        if self._feed is not None:
+            self._feed.add_known(dids)
 
     async def _default_identity(self, stack: contextlib.AsyncExitStack) -> IdentityResolver:
-        timeout = httpx.Timeout(self.settings.audio_timeout_seconds)
-        plc = await stack.enter_async_context(httpx.AsyncClient(timeout=timeout))
+        timeout = httpx.Timeout(self.settings.identity.timeout_seconds)
+        plc = await stack.enter_async_context(httpx.AsyncClient(timeout=timeout, trust_env=False))
         # did:web names its own host, so its document is fetched with the SSRF guard, like audio.
-        backend = GuardedBackend(allow_loopback=self.settings.audio_allow_insecure)
+        backend = GuardedBackend(allow_loopback=self.settings.net.allow_insecure)
         web = await stack.enter_async_context(
             httpx.AsyncClient(transport=GuardedTransport(backend, max_connections=8), timeout=timeout, trust_env=False)
         )
-        return IdentityResolver(self.settings.plc_url, plc, web)
+        return IdentityResolver(self.settings.identity.plc_url, plc, web)
 
-    async def _commit(self, batch: StagedBatch, source: str | None) -> None:
-        try:
-            pending = await self.writer.apply(batch, source)
-        except Exception:
-            # Rolled back: forget the accounts learned from batches that were not stored.
-            self.planner = Planner(self.store.known_dids(), self._max_future_us)
-            raise
-        self.planner.known.update(batch.new_accounts)
+    async def _commit(self, batch: Batch, source: str | None) -> None:
+        pending = await self.index.commit(batch, source)
         if pending and self.audio is not None:
             self.audio.submit(pending)
         if batch.identities and self.handles is not None:
@@ -178,4 +159,4 @@ class Indexer:
     async def _record_handles(self, results: list[tuple[str, str | None] | None]) -> None:
         handles = dict(result for result in results if result is not None)
         if handles:
-            await self.writer.set_handles(handles)
+            await self.index.writer.set_handles(handles)

@@ -13,20 +13,18 @@ answer, and retrying would walk the same chain.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import enum
 import logging
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from types import TracebackType
 
 import httpcore
 import httpx
 
-from indexer.config import Settings
+from indexer.config import AudioCheckSettings, NetworkSettings
+from indexer.db.rows import AudioResult, AudioState
 from indexer.errors import UnsafeURL
 from indexer.metrics import AUDIO_CHECKS
 from indexer.net.netguard import GuardedBackend, GuardedTransport, Resolver, check_url
+from indexer.slots import KeyedSlots
 
 log = logging.getLogger(__name__)
 
@@ -36,23 +34,6 @@ _NO_HEAD = frozenset({405, 501})
 _TRANSIENT_4XX = frozenset({408, 429})  # the server may well say yes later
 _HEADERS = {"user-agent": "relay-appview audio-check"}
 _RANGE_HEADERS = {**_HEADERS, "range": "bytes=0-0"}
-
-
-class AudioState(enum.StrEnum):
-    PENDING = "pending"
-    VERIFIED = "verified"
-    UNAVAILABLE = "unavailable"
-    UNREACHABLE = "unreachable"
-    REFUSED = "refused"
-
-
-@dataclass(frozen=True, slots=True)
-class AudioResult:
-    url: str
-    state: AudioState
-    reason: str
-    status: int | None
-    content_type: str | None
 
 
 def judge(status: int, content_type: str | None) -> tuple[AudioState, str]:
@@ -74,26 +55,27 @@ class AudioChecker:
 
     def __init__(
         self,
-        settings: Settings,
+        settings: AudioCheckSettings,
+        net: NetworkSettings,
         *,
         resolver: Resolver | None = None,
         network_backend: httpcore.AsyncNetworkBackend | None = None,
         retry_base_seconds: float = 0.5,
     ) -> None:
-        self._allow_insecure = settings.audio_allow_insecure
-        self._hosts = settings.audio_hosts
-        self._attempts = max(1, settings.audio_retries)
-        self._timeout = settings.audio_timeout_seconds
+        self._allow_insecure = net.allow_insecure
+        self._hosts = settings.hosts
+        self._attempts = max(1, settings.retries)
+        self._timeout = settings.timeout_seconds
         self._retry_base = retry_base_seconds
-        self._slots = asyncio.Semaphore(settings.audio_concurrency)
-        self._host_slots = _HostSlots(settings.audio_per_host)
-        backend = GuardedBackend(allow_loopback=settings.audio_allow_insecure, resolver=resolver, inner=network_backend)
+        self._slots = asyncio.Semaphore(settings.concurrency)
+        self._host_slots = KeyedSlots[str](settings.per_host)
+        backend = GuardedBackend(allow_loopback=net.allow_insecure, resolver=resolver, inner=network_backend)
         # One keep-alive pool for every check. Requests go straight to the transport rather than through an
         # httpx.AsyncClient: the client parses every Location even with follow_redirects=False and turns a
         # malformed one into a (retryable) transport error, and it would mount environment proxies beside
         # the guard. Redirects are followed here, each hop vetted first.
-        self._transport = GuardedTransport(backend, max_connections=settings.audio_concurrency)
-        self._extensions = {"timeout": httpx.Timeout(settings.audio_timeout_seconds).as_dict()}
+        self._transport = GuardedTransport(backend, max_connections=settings.concurrency)
+        self._extensions = {"timeout": httpx.Timeout(settings.timeout_seconds).as_dict()}
 
     async def check(self, url: str) -> AudioResult:
         try:
@@ -173,26 +155,3 @@ def _redirect_target(current: httpx.URL, location: str, allow_insecure: bool, ho
         return check_url(joined, allow_insecure=allow_insecure, hosts=hosts)
     except UnsafeURL as exc:
         raise UnsafeURL(f"redirect to {joined}: {exc.reason}") from None
-
-
-class _HostSlots:
-    """Per-host semaphores that disappear when idle, so a stream of distinct hosts cannot grow the map."""
-
-    def __init__(self, limit: int) -> None:
-        self._limit = limit
-        self._slots: dict[str, tuple[asyncio.Semaphore, list[int]]] = {}
-
-    @contextlib.asynccontextmanager
-    async def hold(self, host: str) -> AsyncIterator[None]:
-        entry = self._slots.get(host)
-        if entry is None:
-            entry = self._slots[host] = (asyncio.Semaphore(self._limit), [0])
-        semaphore, users = entry
-        users[0] += 1
-        try:
-            async with semaphore:
-                yield
-        finally:
-            users[0] -= 1
-            if not users[0]:
-                del self._slots[host]

@@ -1,0 +1,3 @@
+"""The NSIDs this service indexes and serves."""
+
+TRACK_COLLECTION = "app.relay.track"

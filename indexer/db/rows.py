@@ -1,0 +1,62 @@
+"""What the store gives back and takes besides batches: cursors, audio verdicts, catalog rows, status."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+
+@dataclass(frozen=True, slots=True)
+class StoredCursor:
+    time_us: int
+    source: str | None
+    updated_us: int
+
+
+class AudioState(enum.StrEnum):
+    PENDING = "pending"
+    VERIFIED = "verified"
+    UNAVAILABLE = "unavailable"
+    UNREACHABLE = "unreachable"
+    REFUSED = "refused"
+
+
+@dataclass(frozen=True, slots=True)
+class AudioResult:
+    """The verdict on one audio URL, carried to every live track that uses it."""
+
+    url: str
+    state: AudioState
+    reason: str
+    status: int | None
+    content_type: str | None
+
+
+class TrackRow(NamedTuple):
+    """A track as the API's catalog needs it; `visible` is verified audio, not deleted, not hidden."""
+
+    did: str
+    rkey: str
+    visible: bool
+    cid: str | None
+    title: str | None
+    artist: str | None
+    album: str | None
+    audio_url: str | None
+    file_type: str | None
+    duration: int | None
+    created_at: str | None
+    indexed_us: int
+    sort_us: int
+    changed_us: int
+
+
+class AccountRow(NamedTuple):
+    did: str
+    handle: str | None
+    resolved_us: int
+    changed_us: int
+
+
+Status = dict[str, Any]  # `relay-appview status --json`, as the store reports it
