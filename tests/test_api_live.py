@@ -8,7 +8,11 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.fixtures.api import ACTOR, ALICE, BOB, CAROL, FEED, SEARCH, TRACK, Api, at, start_api, uris
+
+pytestmark = pytest.mark.slow  # end to end: real processes and servers
 
 
 def everywhere(api: Api, uri: str, did: str, q: str) -> dict[str, bool]:

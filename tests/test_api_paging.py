@@ -20,6 +20,8 @@ NSIDS = (
     "app.relay.feed.searchTracks",
 )
 
+pytestmark = pytest.mark.slow  # end to end: real processes and servers
+
 
 def at(minute: int, second: int = 0) -> str:
     return f"2025-01-01T00:{minute:02d}:{second:02d}.000Z"

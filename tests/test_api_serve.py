@@ -11,8 +11,11 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 from indexer.db.duckdb_store import DuckDBStore
+
+pytestmark = pytest.mark.slow  # end to end: real processes and servers
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -15,6 +15,8 @@ from appview_api.cli import _parser
 from tests.builders import Applier, open_store
 from tests.servers.events import commit, track_record
 
+pytestmark = pytest.mark.slow  # end to end: real processes and servers
+
 ROOT = Path(__file__).resolve().parent.parent
 CLI = str(Path(sys.executable).with_name("relay-appview"))
 DID = "did:plc:aaaaaaaaaaaaaaaaaaaaaaaa"

@@ -24,6 +24,8 @@ from tests.servers.events import account, commit, golden_events, identity, now_u
 from tests.servers.jetstream import JetstreamServer
 from tests.waiting import eventually
 
+pytestmark = pytest.mark.slow  # end to end: real processes and servers
+
 DIDS = [f"did:plc:{c * 24}" for c in "abcdefgh"]
 
 

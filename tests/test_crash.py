@@ -13,12 +13,16 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from indexer.db.duckdb_store import DuckDBStore
 from tests.reference import reference, snapshot
 from tests.servers.audio import AudioServer
 from tests.servers.events import synthetic_track_events, track_record
 from tests.servers.jetstream import JetstreamServer
 from tests.waiting import eventually
+
+pytestmark = pytest.mark.slow  # end to end: real processes and servers
 
 N_EVENTS = 40_000
 

@@ -9,6 +9,8 @@ import signal
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from indexer import metrics
 from indexer.atproto.nsid import TRACK_COLLECTION
 from indexer.config import Settings
@@ -21,6 +23,8 @@ from tests.servers.audio import AudioServer
 from tests.servers.events import account, now_us, synthetic_track_events, track_record
 from tests.servers.jetstream import JetstreamServer
 from tests.waiting import eventually
+
+pytestmark = pytest.mark.slow  # end to end: real processes and servers
 
 N_EVENTS = 6_000
 

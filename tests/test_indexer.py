@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from indexer.atproto import tid
 from indexer.config import Settings
@@ -20,6 +21,8 @@ from tests.servers.audio import AudioServer
 from tests.servers.events import account, commit, identity, now_us, track_record
 from tests.servers.jetstream import JetstreamServer
 from tests.waiting import eventually
+
+pytestmark = pytest.mark.slow  # end to end: real processes and servers
 
 
 def config(server: JetstreamServer, plc_url: str, **variables: Any) -> Settings:

@@ -5,10 +5,13 @@ from __future__ import annotations
 import ipaddress
 
 import psutil
+import pytest
 from atproto import AsyncClient, AsyncIdResolver, models
 
 from indexer.atproto.tid import TidClock
 from tests.fixtures.pds import LocalPds
+
+pytestmark = pytest.mark.slow  # end to end: real processes and servers
 
 TRACK = {
     "$type": "app.relay.track",

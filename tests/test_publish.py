@@ -20,6 +20,8 @@ from tests.fixtures.publish import DATA, PublishService, start_service, write_wa
 from tests.fixtures.publish import PUBLISH as PUBLISH_PATH
 from tests.servers import events
 
+pytestmark = pytest.mark.slow  # end to end: real processes and servers
+
 MP3 = DATA / "tone-3s.mp3"
 MiB = 1024 * 1024
 UPDATE = "app.relay.track.update"

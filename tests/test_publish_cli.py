@@ -16,6 +16,8 @@ from tests.fixtures.pds import LocalPds, PdsAccount
 from tests.fixtures.publish import DATA, PublishService
 from tests.fixtures.s3 import S3Server
 
+pytestmark = pytest.mark.slow  # end to end: real processes and servers
+
 CLI = str(Path(sys.executable).with_name("relay-appview"))
 MP3 = DATA / "tone-3s.mp3"
 

@@ -24,6 +24,8 @@ from tests.fixtures.s3 import S3Server
 from tests.servers.pds_proxy import PdsProxy
 from tests.servers.tcp_cut import CuttingProxy
 
+pytestmark = pytest.mark.slow  # end to end: real processes and servers
+
 MP3 = DATA / "tone-3s.mp3"
 MiB = 1024 * 1024
 UPDATE = "app.relay.track.update"
