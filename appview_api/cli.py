@@ -30,6 +30,9 @@ from indexer.runtime import configure_logging
 
 log = logging.getLogger("relay_appview")
 
+_VALUE_OPTIONS = frozenset({"--cursor"})
+_RELATIVE_STARTS = frozenset(f"-{digit}" for digit in "0123456789")
+
 _FLAG_VARIABLES = {
     "db": "RELAY_DB_PATH",
     "host": "RELAY_HOST",
@@ -40,7 +43,7 @@ _FLAG_VARIABLES = {
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(_joined_values(sys.argv[1:] if argv is None else list(argv)))
     if not getattr(args, "command", None):
         parser.print_help()
         return 2
@@ -52,6 +55,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     except RelayError as exc:
         print(f"relay-appview: {exc.reason}", file=sys.stderr)
         return 2
+
+
+def _joined_values(argv: list[str]) -> list[str]:
+    """`--cursor -2h` as `--cursor=-2h`: argparse takes a value that starts with '-' for an option."""
+    joined: list[str] = []
+    i = 0
+    while i < len(argv):
+        if argv[i] in _VALUE_OPTIONS and i + 1 < len(argv) and argv[i + 1][:2] in _RELATIVE_STARTS:
+            joined.append(f"{argv[i]}={argv[i + 1]}")
+            i += 2
+        else:
+            joined.append(argv[i])
+            i += 1
+    return joined
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -101,7 +118,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _status(args: argparse.Namespace, settings: Settings) -> int:
-    store = open_store(settings)
+    store = open_store(settings, read_only=True)
     try:
         report = store.status(args.rejections)
     finally:

@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import orjson
 import pytest
 
 from appview_api.cli import _parser
+from indexer.atproto import tid
+from indexer.db.rows import AudioResult, AudioState
 from tests.builders import Applier, open_store
 from tests.servers.events import commit, track_record
 
@@ -22,10 +27,14 @@ CLI = str(Path(sys.executable).with_name("relay-appview"))
 DID = "did:plc:aaaaaaaaaaaaaaaaaaaaaaaa"
 
 
-def run(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+def run_env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RELAY_", "R2_"))}
     env["RELAY_JETSTREAM_URLS"] = "ws://127.0.0.1:9/subscribe"  # never the public hosts
-    return subprocess.run([CLI, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=60)
+    return env
+
+
+def run(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([CLI, *args], cwd=cwd, env=run_env(), capture_output=True, text=True, timeout=60)
 
 
 def commands() -> list[str]:
@@ -65,9 +74,68 @@ def test_status_reports_cursor_states_and_rejections(tmp_path: Path) -> None:
 
 
 def test_status_of_an_empty_database(tmp_path: Path) -> None:
+    open_store(tmp_path / "fresh.duckdb").close()
     result = run("status", "--db", "fresh.duckdb", cwd=tmp_path)
     assert result.returncode == 0
     assert "cursor:   none (nothing indexed yet)" in result.stdout
+
+
+def test_status_refuses_a_path_with_no_database_and_creates_nothing(tmp_path: Path) -> None:
+    result = run("status", "--db", "typo/relay.duckdb", cwd=tmp_path)
+    assert (result.returncode, result.stderr.strip()) == (2, "relay-appview: no database at typo/relay.duckdb")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("unshare"), reason="mounting needs root and unshare")
+def test_status_reads_a_database_on_a_read_only_filesystem(tmp_path: Path) -> None:
+    store = open_store(tmp_path / "relay.duckdb")
+    Applier(store).apply(commit(DID, "3mmoojp7etg2g", "3mmoojp7vgo2a", "create", track_record("S", "A", "https://a.example/a.mp3")))
+    store.close()
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    script = f"mount -t tmpfs tmpfs {ro} && cp {tmp_path}/relay.duckdb {ro}/ && mount -o remount,ro {ro} && exec {CLI} status --json --db {ro}/relay.duckdb"
+    result = subprocess.run(["unshare", "-m", "sh", "-c", script], capture_output=True, text=True, timeout=60, env=run_env())
+    assert result.returncode == 0, result.stderr
+    assert orjson.loads(result.stdout)["tracks"] == {"pending": 1}
+
+
+def test_serve_on_a_corrupt_database_is_one_clean_line(tmp_path: Path) -> None:
+    store = open_store(tmp_path / "relay.duckdb")
+    records = [commit(DID, key, key, "create", track_record(f"Song {i}", "A", f"https://a.example/{i}.mp3"))
+               for i, key in enumerate(tid.encode(1_779_000_000_000_000 + i, 1) for i in range(20_000))]
+    Applier(store).apply(*records)
+    store.record_audio([AudioResult(r["commit"]["record"]["audioUrl"], AudioState.VERIFIED, "ok", 200, "audio/mpeg") for r in records])
+    store.reader().execute("CHECKPOINT")
+    store.close()
+    data = bytearray((tmp_path / "relay.duckdb").read_bytes())
+    for offset in range(len(data) // 3, len(data) - 4096, 4096):  # flip a byte in every block of the data
+        data[offset + 100] ^= 0xFF
+    (tmp_path / "relay.duckdb").write_bytes(bytes(data))
+
+    result = run("serve", "--no-index", "--port", "9", "--db", "relay.duckdb", cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.startswith("relay-appview: database error: Corrupt database file: ")
+    assert len(result.stderr.strip().splitlines()) == 1 + result.stderr.count(" INFO ")  # log lines aside, one line
+
+
+@pytest.mark.parametrize("value", ["-2h", "-30m", "-90s"])
+def test_a_relative_cursor_may_follow_its_option_after_a_space(tmp_path: Path, value: str) -> None:
+    process = subprocess.Popen(
+        [CLI, "replay", "--cursor", value, "--db", "relay.duckdb"], cwd=tmp_path, env=run_env(),
+        stderr=subprocess.PIPE, text=True,
+    )
+    lines = []
+    for line in process.stderr:  # type: ignore[union-attr]
+        lines.append(line)
+        if "feed process started" in line:  # running, its signal handlers in place
+            break
+    process.send_signal(signal.SIGTERM)
+    process.communicate(timeout=30)
+    [replaying] = [line for line in lines if "replaying from cursor=" in line]
+    logged = int(replaying.split("cursor=")[1].split()[0])
+    seconds = {"-2h": 7200, "-30m": 1800, "-90s": 90}[value]
+    assert abs(time.time() - logged / 1e6 - seconds) < 30
+    assert process.returncode == 0
 
 
 @pytest.mark.parametrize(

@@ -67,22 +67,29 @@ def _guarded(method: Callable[P, T]) -> Callable[P, T]:
 
 
 class DuckDBStore:
-    def __init__(self, path: Path | str, *, recheck_seconds: float = 86400.0) -> None:
+    def __init__(self, path: Path | str, *, recheck_seconds: float = 86400.0, read_only: bool = False) -> None:
+        """`read_only`: for looking at a database (`status`), which must exist already; works on a read-only
+        filesystem, and never creates, migrates or writes anything."""
         self.path = Path(path)
-        if str(path) != ":memory:":
+        if read_only and not self.path.is_file():
+            raise StoreUnavailable(f"no database at {path}")
+        if str(path) != ":memory:" and not read_only:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            self._con = duckdb.connect(str(path))
+            self._con = duckdb.connect(str(path), read_only=read_only)
         except duckdb.Error as exc:
             raise StoreUnavailable(f"cannot open the database {path}: {_first_line(exc)}") from exc
         with _translated():
-            # At the default 16 MB, checkpoints came so often under replay that commits grew with the table
-            # (27 ms to 200 ms a batch by 100k tracks); 256 MB keeps a batch flat and bounds WAL replay.
-            self._con.execute("SET checkpoint_threshold = '256MB'")
             self._local = threading.local()
             self._recheck_us = int(recheck_seconds * 1_000_000)
             self.generation = 0
-            self._migrate()
+            if read_only:
+                self._check_schema()
+            else:
+                # At the default 16 MB, checkpoints came so often under replay that commits grew with the
+                # table (27 ms to 200 ms a batch by 100k tracks); 256 MB keeps a batch flat and bounds WAL replay.
+                self._con.execute("SET checkpoint_threshold = '256MB'")
+                self._migrate()
             row = self._con.execute(
                 "SELECT greatest((SELECT max(changed_us) FROM tracks), (SELECT max(first_seen_us) FROM accounts), "
                 "(SELECT max(handle_resolved_us) FROM accounts), 0)"
@@ -321,6 +328,14 @@ class DuckDBStore:
             con.execute("ROLLBACK")
             raise
         con.execute("COMMIT")
+
+    def _check_schema(self) -> None:
+        tables = {name for (name,) in self._con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
+        if "schema_migrations" not in tables:
+            raise StoreUnavailable(f"{self.path} is not a relay index")
+        row = self._con.execute("SELECT coalesce(max(version), 0) FROM schema_migrations").fetchone()
+        if row is None or row[0] < len(MIGRATIONS):
+            raise StoreUnavailable(f"{self.path} is from an older version: run `relay-appview serve` once to upgrade it")
 
     def _migrate(self) -> None:
         con = self._con
