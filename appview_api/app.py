@@ -71,6 +71,11 @@ def create_app(settings: Settings, index: Index, *, indexer_status: IndexerStatu
         body["lagSeconds"] = None if cursor is None else max(time.time() - cursor.time_us / 1e6, 0.0)
         if indexer_status is not None:
             body["indexer"] = dict(indexer_status())
+        failing = index.writes_failing()
+        if failing is not None and failing[0] > settings.api.write_grace_seconds:
+            seconds, reason = failing
+            body.update(error="WritesFailing", message=f"every write for {seconds:.0f} s has failed: {reason}"[:300])
+            return json_response(body, 503)
         return json_response(body)
 
     async def did_document(request: Request) -> Response:

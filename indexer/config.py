@@ -91,6 +91,8 @@ class ApiSettings:
     public_url: str = setting("RELAY_PUBLIC_URL", "")
     service_did: str = setting("RELAY_SERVICE_DID", "")
     cursor_secret: str = setting("RELAY_CURSOR_SECRET", "", secret=True)
+    # /xrpc/_health answers 503 once every write has failed for this long (a full disk, a broken database).
+    write_grace_seconds: float = setting("RELAY_HEALTH_WRITE_GRACE_SECONDS", 30.0)
 
     @property
     def base_url(self) -> str:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -14,6 +16,9 @@ import httpx
 import pytest
 
 from indexer.db.duckdb_store import DuckDBStore
+from tests.servers.events import synthetic_track_events
+from tests.servers.jetstream import JetstreamServer
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.slow  # end to end: real processes and servers
 
@@ -100,3 +105,43 @@ def test_serve_stops_and_awaits_the_indexer_on_sigterm(tmp_path: Path) -> None:
         assert store.meta("indexer") == "flushed"
     finally:
         store.close()
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("unshare"), reason="mounting needs root and unshare")
+async def test_health_is_503_once_writes_have_failed_past_the_grace_period(tmp_path: Path) -> None:
+    """A real full disk: the database lives on a 3 MB tmpfs, mounted in a mount namespace of the server's own."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    events = list(synthetic_track_events(40_000, audio_base_url="https://audio.example", accounts=50, seed=3))
+    async with JetstreamServer() as jetstream:
+        port = free_port()
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("RELAY_", "R2_"))} | {
+            "RELAY_JETSTREAM_URLS": jetstream.url,
+            "RELAY_PLC_URL": "http://127.0.0.1:9",
+            "RELAY_HEALTH_WRITE_GRACE_SECONDS": "1",
+            "RELAY_BATCH_SIZE": "500",
+            "RELAY_LOG_LEVEL": "WARNING",
+        }
+        script = (
+            f"mount -t tmpfs -o size=3m tmpfs {disk} && exec {sys.executable} -m appview_api.cli serve "
+            f"--db {disk}/relay.duckdb --port {port}"
+        )
+        proc = subprocess.Popen(["unshare", "-m", "sh", "-c", script], env=env, stderr=subprocess.PIPE, text=True)
+        try:
+            await asyncio.to_thread(wait_healthy, port, proc)  # off the loop: the Jetstream server runs on it
+            await eventually(lambda: bool(jetstream.connections), timeout=30)
+            jetstream.append(events)  # live events: a service with no cursor yet starts at the live edge
+            deadline = time.monotonic() + 60
+            while True:
+                health = await asyncio.to_thread(httpx.get, f"http://127.0.0.1:{port}/xrpc/_health")
+                if health.status_code == 503 or time.monotonic() > deadline:
+                    break
+                await asyncio.sleep(0.2)
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.communicate(timeout=60)
+    body = health.json()
+    assert health.status_code == 503, body
+    assert body["error"] == "WritesFailing"
+    assert body["message"].startswith("every write for ")
+    assert "No space left on device" in body["message"]

@@ -335,7 +335,7 @@ class DuckDBStore:
             raise StoreUnavailable(f"{self.path} is not a relay index")
         row = self._con.execute("SELECT coalesce(max(version), 0) FROM schema_migrations").fetchone()
         if row is None or row[0] < len(MIGRATIONS):
-            raise StoreUnavailable(f"{self.path} is from an older version: run `relay-appview serve` once to upgrade it")
+            raise StoreUnavailable(f"{self.path} is from an older version: `relay-appview serve` upgrades it")
 
     def _migrate(self) -> None:
         con = self._con

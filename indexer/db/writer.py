@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
@@ -26,6 +27,14 @@ class Writer:
     def __init__(self, store: Store) -> None:
         self.store = store
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="relay-writer")
+        self._failing_since: float | None = None  # monotonic time of the first failure since the last success
+        self._failure = ""
+
+    def failing(self) -> tuple[float, str] | None:
+        """(seconds, reason) while every write since the first failure has failed (a full disk, say)."""
+        if self._failing_since is None:
+            return None
+        return time.monotonic() - self._failing_since, self._failure
 
     async def apply(self, batch: Batch, source: str | None) -> list[str]:
         """Commit a planned batch with its cursor; returns the audio URLs that now need a check."""
@@ -51,7 +60,15 @@ class Writer:
         self._pool.shutdown(wait=True)
 
     async def _run(self, fn: Callable[..., T], *args: object) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+        try:
+            result = await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+        except Exception as exc:
+            if self._failing_since is None:
+                self._failing_since = time.monotonic()
+            self._failure = getattr(exc, "reason", None) or f"{type(exc).__name__}: {exc}"
+            raise
+        self._failing_since = None
+        return result
 
 
 def _count(batch: Batch) -> None:

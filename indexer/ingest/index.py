@@ -103,6 +103,10 @@ class Index:
     def key_in_use(self, key: str, besides: tuple[str, str] | None = None) -> bool:
         return self.store.key_in_use(key, besides)
 
+    def writes_failing(self) -> tuple[float, str] | None:
+        """(seconds, reason) while writes keep failing; None once one succeeds."""
+        return self.writer.failing()
+
     def cursor(self) -> StoredCursor | None:
         return self.store.cursor()
 

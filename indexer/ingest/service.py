@@ -17,6 +17,7 @@ from indexer import metrics
 from indexer.config import Settings
 from indexer.db.batch import Batch
 from indexer.db.rows import AudioResult
+from indexer.errors import StoreError
 from indexer.ingest.feed import Ack, Feed, Start
 from indexer.ingest.index import Index
 from indexer.ingest.workqueue import WorkQueue
@@ -122,8 +123,11 @@ class Indexer:
                 continue
             try:
                 await self._commit(shipped.batch, shipped.source)
-            except Exception:
-                log.exception("batch failed; the feed reconnects from cursor=%s", self.cursor)
+            except Exception as exc:
+                if isinstance(exc, StoreError):  # expected (a full disk, say): its reason says it all
+                    log.error("batch failed; the feed reconnects from cursor=%s reason=%s", self.cursor, exc.reason)
+                else:
+                    log.exception("batch failed; the feed reconnects from cursor=%s", self.cursor)
                 refused_through = shipped.connection
                 feed.ack(Ack(committed=False, known=set(self.index.planner.known)))
                 continue
