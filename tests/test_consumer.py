@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import random
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
 from indexer import metrics
@@ -245,3 +247,92 @@ async def test_idle_server_that_answers_pings_is_not_a_stall(tmp_path: Path) -> 
             await eventually(lambda: harness.count() == 3)
             await asyncio.sleep(1.5)  # several stall periods with no message, but pongs keep coming
         assert len(server.connections) == 1
+
+
+def oversized(after: dict[str, Any], size: int) -> dict[str, Any]:
+    """A track commit, one microsecond after `after`, whose record makes the event `size` bytes or more."""
+    t = after["time_us"] + 1
+    key = tid.encode(t, 5)
+    record = track_record("x" * size, "Artist", "https://audio.example/big.mp3", created_at="2026-01-01T00:00:00Z")
+    return commit(DIDS[0], key, key, "create", record, time_us=t)
+
+
+def oversized_count() -> float:
+    return metrics.REJECTIONS.labels(reason="oversized_frame")._value.get()
+
+
+@pytest.mark.parametrize("position", [0, 10])
+async def test_a_frame_over_the_websocket_cap_is_skipped_and_the_next_event_indexed(
+    tmp_path: Path, position: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A host that ignores maxMessageSizeBytes sends a 5 MiB text frame: the connection closes with 1009,
+    and the next one starts just past it instead of receiving it forever."""
+    events = tracks(20)
+    for event in events[position:]:
+        event["time_us"] += 10  # room for the oversized event, so that no other event shares its time
+    previous = events[position - 1] if position else {"time_us": events[0]["time_us"] - 5}
+    events.insert(position, oversized(previous, 5 * 1024 * 1024))
+    before = oversized_count()
+    async with JetstreamServer(events, honours_max_message_size=False) as server:
+        harness = Harness(tmp_path / "db.duckdb", settings(server.url, RELAY_JETSTREAM_COMPRESS=False))
+        harness.consumer.cursor = events[0]["time_us"]  # at position 0, the oversized event comes first
+        with caplog.at_level(logging.WARNING, logger="indexer.ingest.consumer"):
+            async with harness.running():
+                await eventually(lambda: harness.count() == 20)
+    assert oversized_count() == before + 1
+    assert len(server.connections) == 2  # one close, one connection that reads past the frame: no loop
+    logged = [r.getMessage() for r in caplog.records if "frame" in r.getMessage()]
+    assert logged == [
+        "a frame over 4194304 bytes closed the connection (1009); the next connection reads with a cap of "
+        "67108864 bytes to receive it and skip it",
+        f"oversized frame skipped reason=frame of {len(orjson.dumps(events[position]))} bytes, over 2097152",
+    ]
+
+
+async def test_a_frame_over_the_event_limit_is_refused_on_the_same_connection(tmp_path: Path) -> None:
+    events = tracks(20)
+    events.insert(10, oversized(events[9], 3 * 1024 * 1024))
+    before = oversized_count()
+    async with JetstreamServer(events, honours_max_message_size=False) as server:
+        harness = Harness(tmp_path / "db.duckdb", settings(server.url, RELAY_JETSTREAM_COMPRESS=False))
+        harness.consumer.cursor = events[0]["time_us"]
+        async with harness.running():
+            await eventually(lambda: harness.count() == 20)
+    assert oversized_count() == before + 1
+    assert len(server.connections) == 1
+
+
+async def test_a_host_that_honours_max_message_size_never_sends_the_oversized_event(tmp_path: Path) -> None:
+    events = tracks(20)
+    events.insert(10, oversized(events[9], 5 * 1024 * 1024))
+    before = oversized_count()
+    async with JetstreamServer(events) as server:
+        harness = Harness(tmp_path / "db.duckdb", settings(server.url, RELAY_JETSTREAM_COMPRESS=False))
+        harness.consumer.cursor = events[0]["time_us"]
+        async with harness.running():
+            await eventually(lambda: harness.count() == 20)
+    assert server.connections[0].query["maxMessageSizeBytes"] == ["2097152"]
+    assert (oversized_count(), len(server.connections)) == (before, 1)
+
+
+async def test_a_frame_over_even_the_skip_cap_is_stepped_over_by_cursor(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    events = tracks(20)
+    for event in events[10:]:
+        event["time_us"] += 10
+    events.insert(10, oversized(events[9], 65 * 1024 * 1024))
+    before = oversized_count()
+    async with JetstreamServer(events, honours_max_message_size=False) as server:
+        harness = Harness(tmp_path / "db.duckdb", settings(server.url, RELAY_JETSTREAM_COMPRESS=False))
+        harness.consumer.cursor = events[0]["time_us"]
+        with caplog.at_level(logging.WARNING, logger="indexer.ingest.consumer"):
+            async with harness.running():
+                await eventually(lambda: harness.count() == 20, timeout=60)
+    assert oversized_count() == before + 1
+    # the normal cap and the skip cap each close on it after the ten events before it; a step past the last
+    # of those still meets it first (it is one microsecond later), and a step twice as long passes it
+    last = events[9]["time_us"]
+    assert [c.cursor for c in server.connections[2:]] == [last + 1, last + 3]
+    stepped = [r.getMessage().split("resuming at ")[1].split(",")[0] for r in caplog.records if "stepping past it" in r.getMessage()]
+    assert stepped == [f"cursor={last + 1}", f"cursor={last + 3}"]

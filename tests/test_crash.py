@@ -43,7 +43,7 @@ def make_events(audio: AudioServer) -> list[dict[str, Any]]:
     return events
 
 
-async def start(args: list[str], db: Path, server: JetstreamServer) -> asyncio.subprocess.Process:
+async def start(args: list[str], db: Path, server: JetstreamServer, stderr: bool = False) -> asyncio.subprocess.Process:
     env = {
         **os.environ,
         "RELAY_DB_PATH": str(db),
@@ -53,7 +53,8 @@ async def start(args: list[str], db: Path, server: JetstreamServer) -> asyncio.s
         "RELAY_BATCH_SIZE": "1000",
         "RELAY_LOG_LEVEL": "WARNING",
     }
-    return await asyncio.create_subprocess_exec(sys.executable, "-m", "appview_api.cli", *args, env=env)
+    pipe = asyncio.subprocess.PIPE if stderr else None
+    return await asyncio.create_subprocess_exec(sys.executable, "-m", "appview_api.cli", *args, env=env, stderr=pipe)
 
 
 
@@ -103,3 +104,23 @@ def alive(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
     except FileNotFoundError:
         return False
+
+
+async def test_sigterm_mid_stream_stops_quietly_and_keeps_every_committed_event(
+    tmp_path: Path, audio_server: AudioServer
+) -> None:
+    events = make_events(audio_server)
+    db = tmp_path / "term.duckdb"
+    async with JetstreamServer(events) as server:
+        process = await start(["replay", "--cursor", str(events[0]["time_us"])], db, server, stderr=True)
+        await eventually(lambda: bool(server.connections) and server.connections[0].sent >= N_EVENTS // 2, 60.0)
+        process.send_signal(signal.SIGTERM)
+        _, stderr = await process.communicate()
+    assert process.returncode == 0
+    problems = [line for line in stderr.decode().splitlines() if " ERROR " in line or "Traceback" in line or "never retrieved" in line]
+    assert problems == []
+    # Everything up to the stored cursor is there, and nothing past it.
+    store = DuckDBStore(db)
+    cursor = store.cursor().time_us
+    assert snapshot(store) == reference(tmp_path / "prefix.duckdb", [e for e in events if e["time_us"] <= cursor])
+    store.close()

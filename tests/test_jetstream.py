@@ -5,7 +5,7 @@ import pytest
 import zstandard
 
 from indexer.errors import InvalidCursor, MalformedEvent
-from indexer.ingest.jetstream import DICTIONARY, FrameDecoder, parse_cursor, subscribe_url
+from indexer.ingest.jetstream import DICTIONARY, FrameDecoder, OversizedFrame, parse_cursor, subscribe_url
 from tests.servers.events import golden_events, shared_dir
 
 NOW = 1_779_719_009_000_000
@@ -44,8 +44,9 @@ def test_decoder_rejects_a_corrupt_zstd_frame() -> None:
 def test_decoder_refuses_a_decompression_bomb() -> None:
     bomb = zstandard.ZstdCompressor().compress(b"{" + b" " * (3 * 1024 * 1024) + b"}")
     assert len(bomb) < 1024
-    with pytest.raises(MalformedEvent, match="bad zstd frame"):
+    with pytest.raises(OversizedFrame) as caught:
         FrameDecoder().decode(bomb)
+    assert caught.value.reason == "zstd frame declares 3145730 bytes, over 2097152"
 
 
 @pytest.mark.parametrize(

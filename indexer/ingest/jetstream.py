@@ -18,14 +18,20 @@ from indexer.atproto.datetimes import NoTimezone, us_from_iso
 from indexer.errors import InvalidCursor, MalformedEvent
 
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
-MAX_FRAME_BYTES = 2 * 1024 * 1024
+MAX_EVENT_BYTES = 2 * 1024 * 1024  # an event (decompressed) larger than this is not indexed
 DICTIONARY = files(__package__) / "zstd_dictionary_v1"  # package data: present in an installed wheel too
 
 _RELATIVE = re.compile(r"-(\d+(?:\.\d+)?)\s*(us|ms|s|m|h|d)")
 _UNIT_US = {"us": 1, "ms": 1_000, "s": 1_000_000, "m": 60_000_000, "h": 3_600_000_000, "d": 86_400_000_000}
 
 
-def subscribe_url(base: str, collections: list[str], cursor: int | None, compress: bool) -> str:
+class OversizedFrame(MalformedEvent):
+    """A frame larger than MAX_EVENT_BYTES."""
+
+
+def subscribe_url(
+    base: str, collections: list[str], cursor: int | None, compress: bool, max_message_bytes: int | None = None
+) -> str:
     """The subscribe URL for one host, keeping any query the operator configured on it."""
     parts = urlsplit(base)
     params: list[tuple[str, str]] = [("wantedCollections", c) for c in collections]
@@ -33,6 +39,8 @@ def subscribe_url(base: str, collections: list[str], cursor: int | None, compres
         params.append(("cursor", str(max(cursor, 0))))
     if compress:
         params.append(("compress", "true"))
+    if max_message_bytes is not None:
+        params.append(("maxMessageSizeBytes", str(max_message_bytes)))
     query = "&".join(filter(None, [parts.query, urlencode(params)]))
     return urlunsplit((parts.scheme, parts.netloc, parts.path or "/subscribe", query, ""))
 
@@ -50,9 +58,9 @@ class FrameDecoder:
         try:
             # max_output_size only bounds frames that do not declare their size: check the declared one.
             declared = zstandard.frame_content_size(message)
-            if declared > MAX_FRAME_BYTES:
-                raise MalformedEvent(f"bad zstd frame: declares {declared} bytes, over {MAX_FRAME_BYTES}")
-            return self._zstd.decompress(message, max_output_size=MAX_FRAME_BYTES)
+            if declared > MAX_EVENT_BYTES:
+                raise OversizedFrame(f"zstd frame declares {declared} bytes, over {MAX_EVENT_BYTES}")
+            return self._zstd.decompress(message, max_output_size=MAX_EVENT_BYTES)
         except zstandard.ZstdError as exc:
             raise MalformedEvent(f"bad zstd frame: {exc}") from None
 

@@ -77,6 +77,7 @@ class Subscription:
     dids: frozenset[str]
     cursor: int | None
     compress: bool
+    max_message_bytes: int = 0  # maxMessageSizeBytes: larger events are left out (lossy); 0 is no limit
 
     def wants(self, entry: Entry) -> bool:
         if self.dids and entry.did not in self.dids:
@@ -106,7 +107,14 @@ def parse_subscription(query: dict[str, list[str]]) -> Subscription:
             cursor = int(query["cursor"][0])
         except ValueError:
             raise ValueError(f"invalid cursor: {query['cursor'][0]}") from None
+    max_size = 0
+    if query.get("maxMessageSizeBytes"):
+        try:
+            max_size = max(int(query["maxMessageSizeBytes"][0]), 0)  # negative counts as no limit, as on v1
+        except ValueError:
+            raise ValueError(f"invalid maxMessageSizeBytes: {query['maxMessageSizeBytes'][0]}") from None
     return Subscription(
+        max_message_bytes=max_size,
         collections=frozenset(value for value in wanted if not value.endswith(".*")),
         prefixes=tuple(value[:-1] for value in wanted if value.endswith(".*")),
         dids=frozenset(dids),
@@ -149,8 +157,17 @@ class _Stream:
 
 
 class JetstreamServer:
-    def __init__(self, events: Iterable[dict[str, Any]] = (), *, ping_interval: float | None = None) -> None:
+    def __init__(
+        self,
+        events: Iterable[dict[str, Any]] = (),
+        *,
+        ping_interval: float | None = None,
+        honours_max_message_size: bool = True,
+    ) -> None:
+        """`honours_max_message_size=False` plays a host that sends events over a subscriber's
+        maxMessageSizeBytes anyway."""
         self.ping_interval = ping_interval
+        self.honours_max_message_size = honours_max_message_size
         self.connections: list[ConnectionLog] = []
         self._log: list[Entry] = []
         self._plans: deque[Plan] = deque()
@@ -304,6 +321,9 @@ class JetstreamServer:
             entry = self._log[index]
             stream.position += 1
             if cursor is not None and index < stream.replay_end and entry.time_us < cursor:
+                continue
+            limit = stream.subscription.max_message_bytes
+            if limit and self.honours_max_message_size and _payload_size(entry.text_frame) > limit:
                 continue
             if stream.subscription.wants(entry):
                 return entry
