@@ -14,6 +14,8 @@ from __future__ import annotations
 import base64
 import hashlib
 
+import libipld
+
 DAG_CBOR = 0x71
 RAW = 0x55
 SHA2_256 = 0x12
@@ -102,6 +104,8 @@ def read_varint(data: bytes | bytearray, pos: int) -> tuple[int, int]:
 
 def cid_str(cid: bytes) -> str:
     """The multibase base32 form (`bafy...` for dag-cbor): how atproto writes CIDs in JSON."""
+    if codec_of(cid) is not None:
+        return str(libipld.encode_cid(cid))  # the same text (tested), at a tenth of base64's pure-Python cost
     return "b" + base64.b32encode(cid).decode("ascii").lower().rstrip("=")
 
 

@@ -120,7 +120,7 @@ def _load(
 ) -> _Node:
     """Read and check one node; `layer` is None for the root (its first key's depth decides it)."""
     data = blocks.get(cid)
-    name = cid_str(cid)
+    name = _Name(cid)
     if data is None:
         raise MissingBlock(f"MST node {name} is missing")
     value = decode_block(cid, data, "MST node")
@@ -139,7 +139,19 @@ def _load(
     return node
 
 
-def _read_entries(node: _Node, entries: list[object], name: str) -> None:
+class _Name:
+    """A node's CID as text, made only if a message needs it: formatting a CID costs more than checking a node."""
+
+    __slots__ = ("cid",)
+
+    def __init__(self, cid: bytes) -> None:
+        self.cid = cid
+
+    def __str__(self) -> str:
+        return cid_str(self.cid)
+
+
+def _read_entries(node: _Node, entries: list[object], name: _Name) -> None:
     previous = b""
     for index, entry in enumerate(entries):
         if not isinstance(entry, dict) or entry.keys() != _ENTRY_FIELDS:
@@ -167,7 +179,7 @@ def _read_entries(node: _Node, entries: list[object], name: str) -> None:
         previous = key
 
 
-def _check_layer(node: _Node, layer: int | None, name: str) -> int:
+def _check_layer(node: _Node, layer: int | None, name: _Name) -> int:
     if not node.keys:
         if layer is None and node.left is not None:
             raise BrokenTree(f"MST root {name} is an empty node over a subtree (the top was not trimmed)")
