@@ -9,6 +9,7 @@ over both.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -63,9 +64,34 @@ class IngestSettings:
 
 @dataclass(frozen=True)
 class NetworkSettings:
-    """What every outbound fetch (audio, PDS, DID documents, handles) may dial."""
+    """What every outbound fetch (audio, PDS, DID documents, handles) may dial, and who answers its DNS."""
 
     allow_insecure: bool = setting("RELAY_ALLOW_INSECURE", False, "RELAY_AUDIO_ALLOW_INSECURE")
+    dns_nameservers: tuple[str, ...] = setting("RELAY_DNS_NAMESERVERS", ())
+
+    @property
+    def nameservers(self) -> tuple[tuple[str, int], ...]:
+        """RELAY_DNS_NAMESERVERS as (IP, port) pairs; empty means the system's resolvers."""
+        return tuple(_nameserver(entry) for entry in self.dns_nameservers)
+
+
+def _nameserver(entry: str) -> tuple[str, int]:
+    """`host[:port]` with an IP literal for host (`[addr]:port` for IPv6): a resolver needs no resolver."""
+    host, port = entry, "53"
+    if entry.startswith("["):
+        host, bracket, rest = entry[1:].partition("]")
+        if not bracket or (rest and not rest.startswith(":")):
+            raise ConfigError(f"RELAY_DNS_NAMESERVERS: {entry!r} is not host[:port]")
+        port = rest[1:] or port
+    elif entry.count(":") == 1:
+        host, port = entry.split(":")
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        raise ConfigError(f"RELAY_DNS_NAMESERVERS: {host!r} is not an IP address") from None
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"RELAY_DNS_NAMESERVERS: {port!r} is not a port")
+    return str(address), int(port)
 
 
 @dataclass(frozen=True)
@@ -169,6 +195,7 @@ class Settings:
             raise ConfigError("RELAY_BATCH_SIZE and RELAY_BATCH_SECONDS must be positive")
         if not 0 < self.api.port < 65536:
             raise ConfigError(f"RELAY_PORT: {self.api.port} is not a TCP port")
+        _ = self.net.nameservers  # raises ConfigError naming a malformed entry
 
 
 def env_names(cls: type = Settings) -> Iterator[str]:

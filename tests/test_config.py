@@ -104,3 +104,33 @@ def test_env_example_names_every_setting_with_its_default() -> None:
 def test_readme_documents_every_setting() -> None:
     readme = (ROOT / "README.md").read_text()
     assert [name for name in env_names() if f"`{name}`" not in readme] == []
+
+
+@pytest.mark.parametrize(
+    ("value", "nameservers"),
+    [
+        ("", ()),
+        ("127.0.0.1", (("127.0.0.1", 53),)),
+        ("127.0.0.1:5353, 9.9.9.9", (("127.0.0.1", 5353), ("9.9.9.9", 53))),
+        ("[::1]:5353,::1,[2620:fe::fe]", (("::1", 5353), ("::1", 53), ("2620:fe::fe", 53))),
+    ],
+)
+def test_dns_nameservers(value: str, nameservers: tuple[tuple[str, int], ...]) -> None:
+    assert Settings.from_env({"RELAY_DNS_NAMESERVERS": value}, env_file="/nonexistent").net.nameservers == nameservers
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("dns.google", "RELAY_DNS_NAMESERVERS: 'dns.google' is not an IP address"),
+        ("1.1.1.1:0", "RELAY_DNS_NAMESERVERS: '0' is not a port"),
+        ("1.1.1.1:dns", "RELAY_DNS_NAMESERVERS: 'dns' is not a port"),
+        ("1.1.1.1:", "RELAY_DNS_NAMESERVERS: '' is not a port"),
+        ("[::1]5353", "RELAY_DNS_NAMESERVERS: '[::1]5353' is not host[:port]"),
+        ("[::1", "RELAY_DNS_NAMESERVERS: '[::1' is not host[:port]"),
+    ],
+)
+def test_bad_dns_nameservers_name_the_entry(value: str, message: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env({"RELAY_DNS_NAMESERVERS": value}, env_file="/nonexistent")
+    assert caught.value.reason == message

@@ -124,6 +124,9 @@ def _special_kind(address: IPAddress) -> str | None:
 
 
 class Resolver(Protocol):
+    """A host's addresses, for the guard to vet: `indexer.net.resolver.DnsResolver` (RELAY_DNS_NAMESERVERS) or
+    `SystemResolver`. An unknown name raises OSError (socket.gaierror), a slow one TimeoutError."""
+
     async def resolve(self, host: str) -> list[str]: ...
 
 
