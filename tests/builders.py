@@ -43,7 +43,7 @@ class Applier:
 
     def __init__(self, store: Store) -> None:
         self.store = store
-        self.planner = Planner(store.known_dids())
+        self.planner = Planner(store.known_accounts())
 
     def apply(self, *events: dict[str, Any], source: str | None = "test") -> list[str]:
         return self.store.apply(self.planner.plan(wire(*events)), source)

@@ -62,7 +62,7 @@ class Harness:
     def __init__(self, path: Path, config: IngestSettings, fail_batches: int = 0) -> None:
         self.store = DuckDBStore(path)
         self.writer = Writer(self.store)
-        self.planner = Planner(self.store.known_dids())
+        self.planner = Planner(self.store.known_accounts())
         self.fail_batches = fail_batches
         self.batches: list[list[Event]] = []
         stored = self.store.cursor()

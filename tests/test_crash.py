@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import signal
 import sys
 from pathlib import Path
@@ -18,7 +19,7 @@ import pytest
 from indexer.db.duckdb_store import DuckDBStore
 from tests.reference import reference, snapshot
 from tests.servers.audio import AudioServer
-from tests.servers.events import synthetic_track_events, track_record
+from tests.servers.events import account, synthetic_track_events, track_record
 from tests.servers.jetstream import JetstreamServer
 from tests.waiting import eventually
 
@@ -123,4 +124,57 @@ async def test_sigterm_mid_stream_stops_quietly_and_keeps_every_committed_event(
     store = DuckDBStore(db)
     cursor = store.cursor().time_us
     assert snapshot(store) == reference(tmp_path / "prefix.duckdb", [e for e in events if e["time_us"] <= cursor])
+    store.close()
+
+
+def with_account_events(events: list[dict[str, Any]], seed: int) -> list[dict[str, Any]]:
+    """Account events among the commits: deactivations, takedowns, deletions and reactivations of accounts
+    that have tracks, some before an account's first commit, at times between the commits'."""
+    rng = random.Random(seed)
+    dids = sorted({e["did"] for e in events})
+    mixed = list(events)
+    for n in range(400):
+        at = rng.randrange(1, len(mixed))
+        t = (mixed[at - 1]["time_us"] + mixed[at]["time_us"]) // 2
+        if t == mixed[at - 1]["time_us"]:
+            continue
+        active, status = rng.choice([(True, None), (False, "deactivated"), (False, "takendown"), (False, "deleted")])
+        mixed.insert(at, account(rng.choice(dids), active, status, seq=n, time_us=t))
+    return mixed
+
+
+async def test_kill_9_at_random_points_with_account_events_then_restart_equals_a_clean_run(
+    tmp_path: Path, audio_server: AudioServer
+) -> None:
+    events = with_account_events(make_events(audio_server), seed=7)
+    db = tmp_path / "kills.duckdb"
+    rng = random.Random(11)
+    async with JetstreamServer(events) as server:
+        cursors = []
+        for kill in range(3):
+            args = ["replay", "--cursor", str(events[0]["time_us"])] if kill == 0 else ["index"]
+            process = await start(args, db, server)
+            started = len(server.connections)
+            await eventually(lambda n=started: len(server.connections) > n and server.connections[-1].sent > 200, 60.0)
+            await asyncio.sleep(rng.uniform(0.05, 0.3))  # somewhere mid-batch
+            process.send_signal(signal.SIGKILL)
+            await process.wait()
+            store = DuckDBStore(db)
+            cursors.append(store.cursor().time_us)
+            store.close()
+        # Each kill landed mid-stream, later each time (a restart resumes from the stored cursor).
+        assert cursors == sorted(cursors) and cursors[-1] < events[-1]["time_us"]
+        process = await start(["index"], db, server)
+        await eventually(lambda: audio_server.hits["/audio/sentinel.mp3"] >= 1, 60.0)
+        await asyncio.sleep(1.0)
+        process.send_signal(signal.SIGTERM)
+        assert await process.wait() == 0
+
+    store = DuckDBStore(db)
+    clean = tmp_path / "clean.duckdb"
+    assert snapshot(store) == reference(clean, events)
+    reference_store = DuckDBStore(clean)
+    accounts = "SELECT did, active, status, status_at_us, seq FROM accounts ORDER BY did"
+    assert store.reader().execute(accounts).fetchall() == reference_store.reader().execute(accounts).fetchall()
+    reference_store.close()
     store.close()

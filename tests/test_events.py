@@ -46,7 +46,12 @@ def test_identity_without_handle_and_inactive_account() -> None:
         "did:plc:abc", 1779719009132431, 7, None
     )
     account = {"did": "did:plc:abc", "active": False, "status": "takendown", "seq": 9, "time": "x"}
-    assert parse(_frame(kind="account", account=account)) == Account("did:plc:abc", 1779719009132431, 9, False, "takendown")
+    # A `time` that cannot be read orders the event by Jetstream's own time.
+    assert parse(_frame(kind="account", account=account)) == Account(
+        "did:plc:abc", 1779719009132431, 9, False, "takendown", 1779719009132431
+    )
+    timed = {**account, "time": "2026-05-25T14:23:29.120Z"}
+    assert parse(_frame(kind="account", account=timed)).at_us == 1779719009120000
 
 
 def test_unknown_kind_still_has_a_time() -> None:

@@ -46,17 +46,18 @@ def accounts(store: DuckDBStore) -> list[tuple]:
 
 
 async def test_local_create_with_stored_audio_is_verified_at_once(index: Index, store: DuckDBStore) -> None:
-    told: list[list[str]] = []
+    told: list[dict[str, int]] = []
     index.on_new_accounts = told.append
     record = track_record("Song", "Artist", URL)
-    await index.ingest_local(local_commit(DID, RKEY, REV, CID, record), stored_audio(URL, "audio/mpeg"), "alice.example.com")
+    commit_event = local_commit(DID, RKEY, REV, CID, record)
+    await index.ingest_local(commit_event, stored_audio(URL, "audio/mpeg"), "alice.example.com")
     assert tracks(store) == [(DID, RKEY, REV, "verified", False)]
     assert store.reader().execute("SELECT url, state, reason, status, content_type FROM audio_checks").fetchall() == [
         (URL, "verified", STORED_HERE, None, "audio/mpeg")
     ]
     assert store.cursor() is None  # not a Jetstream event
     assert accounts(store) == [(DID, "alice.example.com")]
-    assert (told, index.planner.known) == ([[DID]], {DID})
+    assert (told, index.planner.known) == ([{DID: commit_event.time_us}], {DID: commit_event.time_us})
 
 
 async def test_local_create_without_audio_waits_for_a_check(index: Index, store: DuckDBStore) -> None:
@@ -115,11 +116,12 @@ def test_a_generated_cursor_secret_is_made_once_and_survives_a_reopen(tmp_path: 
 
 async def test_a_failed_commit_resets_the_known_accounts_to_the_store(index: Index, store: DuckDBStore) -> None:
     await index.ingest_local(local_commit(DID, RKEY, REV, CID, track_record("Song", "Artist", URL)), None, None)
-    batch = index.planner.plan(wire(commit(OTHER, RKEY, REV, "create", track_record("Song", "Artist", URL))))
-    assert (batch.new_accounts, index.planner.known) == ([OTHER], {DID, OTHER})
+    event = commit(OTHER, RKEY, REV, "create", track_record("Song", "Artist", URL))
+    batch = index.planner.plan(wire(event))
+    assert (list(batch.new_accounts), set(index.planner.known)) == ([OTHER], {DID, OTHER})
     batch.rejections.append(Rejection("at://x", "r", "reason", 2**70))  # out of BIGINT range: the store refuses
     with pytest.raises(StoreError):
         await index.commit(batch, "jetstream")
-    assert index.planner.known == store.known_dids() == {DID}
+    assert set(index.planner.known) == set(store.known_accounts()) == {DID}
     assert index.planner.max_future_us == DAY_US
     assert tracks(store) == [(DID, RKEY, REV, "pending", False)]

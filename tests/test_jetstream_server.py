@@ -316,7 +316,7 @@ def test_commit_shapes_match_the_v1_wire() -> None:
     )
     assert wire.parse(orjson.dumps(identity(ALICE, time_us=5, seq=7))) == wire.Identity(ALICE, 5, 7, None)
     assert wire.parse(orjson.dumps(account(ALICE, False, "deleted", seq=8, time_us=6))) == wire.Account(
-        ALICE, 6, 8, False, "deleted"
+        ALICE, 6, 8, False, "deleted", 0  # `time` is ISO 8601 with milliseconds: 6 µs is 0 ms
     )
 
 

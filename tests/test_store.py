@@ -151,12 +151,27 @@ def test_takedown_hides_reactivation_shows_deletion_purges(index: Index) -> None
 
 
 def test_older_account_event_cannot_undo_a_newer_one(index: Index) -> None:
-    index.apply(create("3mmoojp7vgo2a"))
-    index.apply(account(DID, False, "suspended", seq=20))
-    index.apply(account(DID, True, seq=19))
+    t = now_us()
+    index.apply(create("3mmoojp7vgo2a", time_us=t))
+    index.apply(account(DID, False, "suspended", seq=20, time_us=t + 2_000))
+    index.apply(account(DID, True, seq=19, time_us=t + 1_000))  # replayed: its own, older, time
     assert index.track()[4] is True
     assert index.store.reader().execute("SELECT active, status, seq FROM accounts").fetchall() == [
         (False, "suspended", 20)
+    ]
+
+
+def test_after_a_relay_restart_a_newer_event_wins_with_a_lower_seq(index: Index) -> None:
+    """A new relay numbers its events from the start again: seq alone would freeze every account."""
+    t = now_us()
+    index.apply(create("3mmoojp7vgo2a", time_us=t))
+    index.apply(account(DID, False, "suspended", seq=9_000_000, time_us=t + 1_000))
+    index.apply(account(DID, True, seq=3, time_us=t + 2_000))
+    assert index.track()[4] is False
+    index.apply(account(DID, False, "takendown", seq=4, time_us=t + 3_000))
+    assert index.track()[4] is True
+    assert index.store.reader().execute("SELECT active, status, seq FROM accounts").fetchall() == [
+        (False, "takendown", 4)
     ]
 
 
@@ -212,9 +227,10 @@ def test_failed_batch_rolls_back_everything_including_the_cursor(index: Index) -
 
 def test_state_survives_reopening(tmp_path: Path) -> None:
     first = Index(tmp_path / "relay.duckdb")
-    first.apply(create("3mmoojp7vgo2a"))
+    event = create("3mmoojp7vgo2a")
+    first.apply(event)
     first.store.close()
     again = Index(tmp_path / "relay.duckdb")
-    assert again.planner.known == {DID}
+    assert again.planner.known == {DID: event["time_us"]}  # followed from its first commit's stream time
     assert again.store.pending_urls() == [URL]
     assert again.store.unresolved_dids() == [DID]

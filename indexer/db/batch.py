@@ -27,16 +27,38 @@ TRACK_SCHEMA = pa.schema(
         ("created_at", pa.string()),
         ("created_us", pa.int64()),
         ("event_time_us", pa.int64()),
+        ("first_seen_us", pa.int64()),  # the stream time of the segment's first commit of this record
     ]
 )
 
 
 @dataclass(slots=True)
 class AccountChange:
+    """One account's events of a segment folded into the change the store applies against what it holds.
+
+    Account events are ordered by their upstream `time`, then `seq` (the key): a replayed event carries the
+    key it had, so it never overrides a newer one, and after a relay restarts its `seq` from 0 the time
+    still orders its events after the old relay's. The fold keeps the events whose keys rise, in stream
+    order (an older key later in the stream changes nothing); the store applies the newest of them if it is
+    newer than what it holds, and purges the account's tracks if a deletion among them is.
+    """
+
     did: str
+    at_us: int
     seq: int
     active: bool
     status: str | None
+    purge_at_us: int | None = None  # the key of the newest deletion among the events, if any
+    purge_seq: int | None = None
+
+
+@dataclass(slots=True)
+class Segment:
+    """Account changes, then track changes: a batch applies its segments in order, so that what the stream
+    said in order (a deletion, then a create, say) is applied in that order whatever the batch boundaries."""
+
+    accounts: list[AccountChange] = field(default_factory=list)
+    tracks: pa.Table | None = None
 
 
 @dataclass(slots=True)
@@ -49,16 +71,16 @@ class Rejection:
 
 @dataclass(slots=True)
 class Batch:
-    """What one transaction writes, with the Jetstream cursor that covers it (None: not a stream event)."""
+    """What one transaction writes, with the Jetstream cursor that covers it (None: not a stream event).
+    `new_accounts` maps each account first indexed here to the stream time of its first commit."""
 
-    tracks: pa.Table | None = None
-    accounts: list[AccountChange] = field(default_factory=list)
+    segments: list[Segment] = field(default_factory=list)
     rejections: list[Rejection] = field(default_factory=list)
-    new_accounts: list[str] = field(default_factory=list)
+    new_accounts: dict[str, int] = field(default_factory=dict)
     identities: set[str] = field(default_factory=set)
     cursor: int | None = None
     counts: dict[str, int] = field(default_factory=dict)
 
     @property
     def has_changes(self) -> bool:
-        return bool(self.tracks is not None or self.accounts or self.rejections or self.new_accounts)
+        return bool(self.segments or self.rejections or self.new_accounts)

@@ -84,4 +84,13 @@ MIGRATIONS: tuple[str, ...] = (
     DROP INDEX tracks_did;
     DROP INDEX tracks_rkey;
     """,
+    # The index as a function of the stream: account events ordered by their upstream time then seq
+    # (status_at_us, seq); an account followed from its first commit's stream time (since_us); a track
+    # sorted by the stream time it first appeared (first_seen_us), not by when this machine saw it.
+    """
+    ALTER TABLE accounts ADD COLUMN status_at_us BIGINT DEFAULT -1;
+    ALTER TABLE accounts ADD COLUMN since_us BIGINT DEFAULT 0;
+    ALTER TABLE tracks ADD COLUMN first_seen_us BIGINT;
+    UPDATE tracks SET first_seen_us = least(event_time_us, indexed_us);
+    """,
 )

@@ -51,7 +51,9 @@ class Store(Protocol):
 
     def cursor(self) -> StoredCursor | None: ...
 
-    def known_dids(self) -> set[str]: ...
+    def known_accounts(self) -> dict[str, int]:
+        """Every indexed account, with the stream time of its first commit."""
+        ...
 
     def pending_urls(self) -> list[str]:
         """Audio URLs of live tracks still waiting for a check."""

@@ -15,6 +15,7 @@ from typing import Any
 
 import orjson
 
+from indexer.atproto.datetimes import us_from_iso
 from indexer.atproto.uri import record_uri
 from indexer.errors import MalformedEvent
 
@@ -52,6 +53,7 @@ class Account:
     seq: int
     active: bool
     status: str | None
+    at_us: int  # the upstream event's own `time` (microseconds), or time_us when it has none we can read
 
 
 @dataclass(slots=True)
@@ -91,7 +93,8 @@ def parse(frame: bytes | str) -> Event:
         if type(active) is not bool:
             raise MalformedEvent("account.active: missing or not a boolean")
         status = body.get("status")
-        return Account(did, time_us, _seq(body), active, status if isinstance(status, str) else None)
+        status = status if isinstance(status, str) else None
+        return Account(did, time_us, _seq(body), active, status, _at(body, time_us))
     if isinstance(kind, str):
         return Unknown(did, time_us, kind)
     raise MalformedEvent("kind: missing or not a string")
@@ -132,6 +135,16 @@ def _obj(obj: dict[str, Any], key: str) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise MalformedEvent(f"{key}: missing or not an object")
     return value
+
+
+def _at(body: dict[str, Any], fallback: int) -> int:
+    value = body.get("time")
+    if isinstance(value, str) and len(value) <= 64:
+        try:
+            return us_from_iso(value)
+        except ValueError:
+            pass
+    return fallback
 
 
 def _seq(body: dict[str, Any]) -> int:

@@ -50,7 +50,7 @@ class Start:
     settings: Settings
     cursor: int | None
     rewind_first: bool
-    known: set[str]
+    known: dict[str, int]  # indexed accounts, with the stream time each was first seen at
     max_future_us: int
 
 
@@ -76,12 +76,12 @@ class Ack:
     """For a batch that failed to commit, `known` is the accounts the store holds, to replan from."""
 
     committed: bool
-    known: set[str] | None = None
+    known: dict[str, int] | None = None
 
 
 @dataclass(slots=True)
 class Known:
-    dids: list[str]
+    dids: dict[str, int]
 
 
 @dataclass(slots=True)
@@ -165,7 +165,7 @@ class Feed:
     def ack(self, ack: Ack) -> None:
         self._tell(ack)
 
-    def add_known(self, dids: list[str]) -> None:
+    def add_known(self, dids: dict[str, int]) -> None:
         """Accounts indexed outside the feed (publishing), whose account events it must now follow."""
         self._tell(Known(dids))
 

@@ -28,7 +28,7 @@ from indexer.ingest.planner import Planner
 STORED_HERE = "stored by this service while publishing"
 _CURSOR_SECRET_KEY = "api_cursor_secret"
 
-NewAccounts = Callable[[list[str]], None]
+NewAccounts = Callable[[dict[str, int]], None]
 
 
 def stored_audio(url: str, content_type: str) -> AudioResult:
@@ -47,7 +47,7 @@ class Index:
         self.store = store
         self.writer = Writer(store)
         self._max_future_us = max_future_us
-        self.planner = Planner(store.known_dids(), max_future_us)
+        self.planner = Planner(store.known_accounts(), max_future_us)
         self.on_new_accounts: NewAccounts | None = None  # the Indexer tells its feed process
 
     def close(self) -> None:
@@ -61,7 +61,7 @@ class Index:
             pending = await self.writer.apply(batch, source)
         except Exception:
             # Rolled back: forget the accounts learned from batches that were not stored.
-            self.planner = Planner(await asyncio.to_thread(self.store.known_dids), self._max_future_us)
+            self.planner = Planner(await asyncio.to_thread(self.store.known_accounts), self._max_future_us)
             raise
         self.planner.known.update(batch.new_accounts)
         return pending

@@ -96,7 +96,7 @@ class Indexer:
         """Run feed processes until stop(): a feed that dies is started again, from the stored cursor."""
         failures = 0
         while not self._stopping.is_set():
-            known = set(self.index.planner.known)
+            known = dict(self.index.planner.known)
             start = Start(self.settings, self.cursor, self._rewind_first, known, self.settings.ingest.max_future_us)
             self._rewind_first = True
             async with Feed(start) as feed:
@@ -129,13 +129,13 @@ class Indexer:
                 else:
                     log.exception("batch failed; the feed reconnects from cursor=%s", self.cursor)
                 refused_through = shipped.connection
-                feed.ack(Ack(committed=False, known=set(self.index.planner.known)))
+                feed.ack(Ack(committed=False, known=dict(self.index.planner.known)))
                 continue
             feed.ack(Ack(committed=True))
             committed += 1
         return committed
 
-    def _follow_accounts(self, dids: list[str]) -> None:
+    def _follow_accounts(self, dids: dict[str, int]) -> None:
         """Accounts indexed outside the feed (publishing), whose account events the feed must now follow."""
         if self._feed is not None:
             self._feed.add_known(dids)
