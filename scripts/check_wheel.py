@@ -1,11 +1,12 @@
 """Build the wheel, install it (not editable) into a scratch venv, and check that what it installs runs.
 
-`scripts/test` runs this: an editable install reads the lexicons and the zstd dictionary from the source
-tree, so only an installed wheel shows whether they ship. The wheel is built from a fresh copy of the files
-git would commit (no stale `build/` or `*.egg-info` can smuggle data in). From a directory outside the
-tree, the installed
-`relay-appview serve --no-index` must answer `/xrpc/_health`, refuse a bad `limit` with the lexicon's own
-error, and serve the discovery page with its stylesheet (templates and static files are package data). The scratch venv is kept in `.venv-wheel` between runs (only the project is reinstalled).
+`scripts/test` runs this: an editable install reads the lexicons, the zstd dictionary, the templates and
+the static files from the source tree, so only an installed wheel shows whether they ship. The wheel is
+built from a fresh copy of the files git would commit (no stale `build/` or `*.egg-info` can smuggle data
+in). From a directory outside the tree, the installed `relay-appview serve --no-index` must answer
+`/xrpc/_health`, refuse a bad `limit` with the lexicon's own error, and serve the discovery page with its
+stylesheet. The scratch venv is kept in `.venv-wheel` between runs (the project is reinstalled, and only
+dependencies it lacks are added).
 """
 
 from __future__ import annotations
