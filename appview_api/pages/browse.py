@@ -26,6 +26,7 @@ from indexer.atproto.syntax import is_did, is_record_key
 from indexer.atproto.uri import record_uri
 
 PAGE_SIZE = 25
+FRAGMENT_CACHE_BYTES = 16 * 1024 * 1024
 
 
 class Reads:
@@ -34,7 +35,8 @@ class Reads:
     def __init__(self, api: methods.Api) -> None:
         self._api = api
         self._table = methods.table()
-        self.fragments = ResponseCache(lambda: api.catalog.version)
+        # Lists are bigger than the API's JSON pages and only the first few are hot: a small cache.
+        self.fragments = ResponseCache(lambda: api.catalog.version, max_bytes=FRAGMENT_CACHE_BYTES)
 
     async def call(self, nsid: str, **params: str | int | None) -> dict[str, Any]:
         """The method's answer, parsed; its parameters are checked against its lexicon as for any client."""
