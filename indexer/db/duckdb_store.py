@@ -130,8 +130,8 @@ class DuckDBStore:
     @contextmanager
     def catalog(self) -> Iterator[_Snapshot]:
         """Reads in one transaction, so they all see the same commits."""
-        con = self.reader()
-        with _translated():
+        with _translated():  # a closed database fails as early as making this thread's cursor
+            con = self.reader()
             con.execute("BEGIN TRANSACTION")
         try:
             yield _Snapshot(con)
