@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import re
+import time
+from dataclasses import replace
 from pathlib import Path
 
 import httpx
@@ -327,3 +329,34 @@ async def test_concurrent_refreshes_of_one_session_spend_its_refresh_token_once(
     assert len({r.access_token for r in results}) == 1  # one refresh; the others took its tokens
     again = await sessions.fresh(session_id, rejected=results[0].access_token)  # the session lives on
     assert again.access_token != results[0].access_token
+
+
+async def test_a_write_refreshes_an_expired_token_first_and_a_refused_one_once(
+    signin_parts: SignInParts, local_pds: LocalPds
+) -> None:
+    account = local_pds.create_account("expiry")
+    session_id = await sign_in(signin_parts, local_pds, account)
+    sessions = signin_parts.oauth.sessions
+    assert sessions is not None
+    key = row_key(session_id)
+    pds = Pds(signin_parts.settings.identity, signin_parts.settings.net)
+    try:
+        first = await sessions.get(session_id)
+        assert first is not None
+        repo = Session(first.did, first.handle, first.pds_url, sessions.credentials(session_id))
+        sessions._cache[key] = replace(first, expires_at=time.time() - 1)  # expired: refreshed before the write
+        await pds.put_record(repo, "3m5aaaaaaaaa3", TRACK, swap=None)
+        second = await sessions.get(session_id)
+        assert second is not None and second.access_token != first.access_token
+        # A token the PDS refuses (401 invalid_token) though it has not expired: refreshed, the write retried.
+        sessions._cache[key] = replace(second, access_token=second.access_token[:-4] + "AAAA")
+        await pds.put_record(repo, "3m5aaaaaaaaa4", TRACK, swap=None)
+        third = await sessions.get(session_id)
+        assert third is not None and third.refresh_token != second.refresh_token
+    finally:
+        await pds.aclose()
+    listed = httpx.get(
+        f"{local_pds.pds_url}/xrpc/com.atproto.repo.listRecords",
+        params={"repo": account.did, "collection": "app.relay.track"},
+    ).json()
+    assert sorted(r["uri"].rsplit("/", 1)[1] for r in listed["records"]) == ["3m5aaaaaaaaa3", "3m5aaaaaaaaa4"]
