@@ -8,6 +8,7 @@ import re
 
 import httpx
 
+from appview_api.pages.render import day, duration
 from tests.fixtures.api import ACTOR, ALICE, BOB, FEED, SEARCH, Api, at, uris
 
 XSS = "<script>alert(1)</script>"
@@ -193,3 +194,10 @@ def test_the_static_files_are_served_with_their_types(api: Api) -> None:
     assert (css.status_code, css.headers["content-type"]) == (200, "text/css; charset=utf-8")
     assert (js.status_code, js.headers["content-type"]) == (200, "text/javascript; charset=utf-8")
     assert "pause" in js.text
+
+
+def test_durations_and_days_as_pages_show_them() -> None:
+    assert [duration(v) for v in (0, 59, 245, 3600, None, -1, "7")] == ["0:00", "0:59", "4:05", "60:00", "", "", ""]
+    assert [day(v) for v in ("2025-10-28T22:30:00.000Z", "2025-10-28T23:30:00-05:00", "28/10/2025", None)] == [
+        "2025-10-28", "2025-10-28", "", ""
+    ]
