@@ -19,8 +19,10 @@ import pytest
 from appview_api.errors import AuthRequired
 from appview_api.oauth import dpop
 from appview_api.oauth.client import SCOPE
+from appview_api.oauth.dpop import Nonces
 from appview_api.oauth.sealing import Sealer
 from appview_api.oauth.sessions import OAuthSession, row_key
+from appview_api.oauth.tokens import Tokens
 from appview_api.publish.pds import Pds, Session
 from tests.fixtures.pds import LocalPds
 from tests.fixtures.publish import PublishService
@@ -253,7 +255,8 @@ async def test_a_stale_nonce_is_replaced_by_the_servers_fresh_one_at_the_auth_se
     sessions = signin_parts.oauth.sessions
     assert sessions is not None
     origin = httpx.URL(local_pds.pds_public_url)
-    sessions.nonces._by_origin[f"{origin.scheme}://{origin.netloc.decode()}"] = "a-rotated-away-nonce"
+    stale = httpx.Response(200, headers={"DPoP-Nonce": "a-rotated-away-nonce"})
+    sessions.nonces.remember(origin, stale)  # as if the servers had moved on since
 
     pds = Pds(signin_parts.settings.identity, signin_parts.settings.net)
     try:
@@ -267,7 +270,7 @@ async def test_a_stale_nonce_is_replaced_by_the_servers_fresh_one_at_the_auth_se
     assert written.uri == f"at://{account.did}/app.relay.track/3m5aaaaaaaaa2"
     assert sessions.nonces.get(origin) not in (None, "a-rotated-away-nonce")
     # And at the authorization server: a refresh with a stale nonce goes through on the retry.
-    sessions.nonces._by_origin[f"{origin.scheme}://{origin.netloc.decode()}"] = "another-stale-nonce"
+    sessions.nonces.remember(origin, httpx.Response(200, headers={"DPoP-Nonce": "another-stale-nonce"}))
     refreshed = await sessions.fresh(session_id, rejected=session.access_token)
     assert refreshed.access_token != session.access_token
     assert sessions.nonces.get(origin) != "another-stale-nonce"
@@ -296,10 +299,11 @@ async def test_a_replayed_refresh_token_is_refused_and_ends_the_session(
     assert sessions is not None
     old = signin_parts.sealed_session(session_id)
     await sessions.fresh(session_id, rejected=old.access_token)
-    tokens = sessions._tokens
-
-    with pytest.raises(AuthRequired) as replayed:
-        await tokens.refresh(old.issuer, old.token_endpoint, old.dpop, old.refresh_token)
+    assert signin_parts.oauth.client is not None
+    async with httpx.AsyncClient() as http:
+        tokens = Tokens(signin_parts.oauth.client, http, Nonces())
+        with pytest.raises(AuthRequired) as replayed:
+            await tokens.refresh(old.issuer, old.token_endpoint, old.dpop, old.refresh_token)
     assert replayed.value.reason == (
         "your sign-in has ended (the authorization server refused: invalid_grant: Refresh token replayed): sign in again"
     )
@@ -339,6 +343,7 @@ async def test_a_write_refreshes_an_expired_token_first_and_a_refused_one_once(
     sessions = signin_parts.oauth.sessions
     assert sessions is not None
     key = row_key(session_id)
+    # Sessions are this process's own to change; the test changes its copy in memory as time would.
     pds = Pds(signin_parts.settings.identity, signin_parts.settings.net)
     try:
         first = await sessions.get(session_id)

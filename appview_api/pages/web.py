@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from urllib.parse import parse_qsl
 
@@ -13,8 +12,6 @@ from appview_api.oauth.service import OAuth
 from appview_api.pages.render import Renderer
 from appview_api.pages.security import Cookies, Csrf
 from appview_api.publish.pds import Session
-
-log = logging.getLogger(__name__)
 
 MAX_FORM_BYTES = 16 * 1024  # the pages' plain forms hold a few short fields
 
