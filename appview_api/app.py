@@ -1,7 +1,9 @@
-"""The Starlette application: XRPC methods, publishing, audio, health, the did:web document and metrics.
+"""The Starlette application: the web pages, XRPC methods, publishing, sign-in, audio, health, the did:web
+document and metrics.
 
-Every failure inside a request is rendered by the handlers in `xrpc.EXCEPTION_HANDLERS`, and only there:
-a domain error as its XRPC error, anything else as a 500 that shows the client no internals.
+Every failure inside a request is rendered by the handlers in `xrpc.EXCEPTION_HANDLERS`, and only there
+(pages wrap them to answer in HTML): a domain error as its XRPC error, anything else as a 500 that shows
+the client no internals.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ from starlette.routing import Route
 from appview_api.audio.routes import audio_route
 from appview_api.errors import MethodNotImplemented
 from appview_api.middleware import MetricsMiddleware
+from appview_api.oauth.service import OAuth
+from appview_api.pages.site import Site
 from appview_api.publish.routes import Publishing
 from appview_api.read import methods
 from appview_api.read.pagination import CursorCodec
@@ -50,6 +54,8 @@ def create_app(settings: Settings, index: Index, *, indexer_status: IndexerStatu
     api.sync.load()
     table = methods.table()
     publishing = Publishing(settings, index)
+    oauth = OAuth(settings, index)
+    site = Site(settings, api, publishing, oauth)
 
     async def xrpc(request: Request) -> Response:
         nsid = request.path_params["nsid"]
@@ -100,11 +106,15 @@ def create_app(settings: Settings, index: Index, *, indexer_status: IndexerStatu
         finally:
             following.cancel()
             await publishing.aclose()
+            await oauth.aclose()
+            site.close()
             pool.shutdown(wait=True, cancel_futures=True)
             gc.unfreeze()  # the catalog was frozen at load (see sync.py); let shutdown collect it
 
     return Starlette(
         routes=[
+            *site.routes(),
+            *oauth.routes(),
             *publishing.routes(),
             audio_route(publishing.storage),
             Route("/xrpc/_health", health),
@@ -116,6 +126,6 @@ def create_app(settings: Settings, index: Index, *, indexer_status: IndexerStatu
             Middleware(MetricsMiddleware, nsids=[*table, *Publishing.NSIDS]),
             Middleware(CORSMiddleware, allow_origins=["*"], allow_methods=["GET", "HEAD", "POST"], allow_headers=["*"]),
         ],
-        exception_handlers=EXCEPTION_HANDLERS,
+        exception_handlers=site.exception_handlers(EXCEPTION_HANDLERS),
         lifespan=lifespan,
     )

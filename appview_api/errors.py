@@ -18,7 +18,9 @@
         ├── PdsRejected           it refused the write for a reason of its own
         ├── IdentityUnavailable   the DID document could not be fetched just now
         ├── UnsupportedAudio      the bytes are not a readable mp3, wav, ogg or flac file
-        └── NotFound              no such route or audio object
+        ├── NotFound              no such route or audio object
+        ├── SignInFailed          a web sign-in (atproto OAuth) that cannot complete, and why
+        └── SignInUnavailable     this deployment cannot sign anyone in (no RELAY_SESSION_SECRET)
     └── StorageError              the audio storage failed or refused an operation
 
 The indexer's own errors reach requests too (StoreUnavailable, StoreError): xrpc.ERRORS answers them.
@@ -75,8 +77,8 @@ class PayloadTooLarge(RequestError):
 
 
 class RateLimited(RequestError):
-    def __init__(self, retry_after: int) -> None:
-        super().__init__(f"too many writes: retry in {retry_after} s")
+    def __init__(self, retry_after: int, what: str = "writes") -> None:
+        super().__init__(f"too many {what}: retry in {retry_after} s")
         self.retry_after = retry_after
 
 
@@ -101,6 +103,14 @@ class UnsupportedAudio(RequestError):
 
 
 class NotFound(RequestError):
+    pass
+
+
+class SignInFailed(RequestError):
+    pass
+
+
+class SignInUnavailable(RequestError):
     pass
 
 

@@ -14,7 +14,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from indexer.metrics import REQUEST_SECONDS, REQUESTS
 
-ROUTES = frozenset({"/xrpc/_health", "/.well-known/did.json", "/metrics"})
+ROUTES = frozenset(
+    {"/xrpc/_health", "/.well-known/did.json", "/metrics", "/", "/signin", "/signout", "/oauth/callback", "/upload"}
+)
+PREFIXES = ("/track/", "/profile/")  # pages whose paths carry names: labelled by the prefix alone
 
 
 class MetricsMiddleware:
@@ -29,7 +32,7 @@ class MetricsMiddleware:
             await self.app(scope, receive, send)
             return
         path = scope["path"]
-        endpoint = self._labels.get(path) or ("xrpc_unknown" if path.startswith("/xrpc/") else "other")
+        endpoint = self._labels.get(path) or _unlisted(path)
         status = 500
         started = time.perf_counter()
 
@@ -56,3 +59,12 @@ class MetricsMiddleware:
         if timer is None:
             timer = self._timers[endpoint] = REQUEST_SECONDS.labels(endpoint)
         return timer
+
+
+def _unlisted(path: str) -> str:
+    if path.startswith("/xrpc/"):
+        return "xrpc_unknown"
+    for prefix in PREFIXES:
+        if path.startswith(prefix):
+            return prefix
+    return "other"

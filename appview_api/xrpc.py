@@ -48,6 +48,8 @@ ERRORS: dict[type[RelayError], tuple[str, int]] = {
     errors.IdentityUnavailable: ("IdentityUnavailable", 503),
     errors.UnsupportedAudio: ("UnsupportedAudio", 400),
     errors.NotFound: ("NotFound", 404),
+    errors.SignInFailed: ("SignInFailed", 400),
+    errors.SignInUnavailable: ("SignInUnavailable", 503),
     errors.StorageError: ("StorageUnavailable", 503),
     StoreUnavailable: ("DatabaseUnavailable", 503),
     StoreError: ("InternalServerError", 500),

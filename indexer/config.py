@@ -27,6 +27,8 @@ PUBLIC_JETSTREAM_URLS = (
     "wss://jetstream2.us-west.bsky.network/subscribe",
 )
 
+MIN_SECRET_LENGTH = 32
+
 T = TypeVar("T")
 
 
@@ -146,6 +148,17 @@ class PublishSettings:
 
 
 @dataclass(frozen=True)
+class WebSettings:
+    """The web pages' sign-in (atproto OAuth): what seals sessions at rest, the client's signing key, where
+    handles are resolved in development, and how often one address may try to sign in."""
+
+    session_secret: str = setting("RELAY_SESSION_SECRET", "", secret=True)
+    oauth_client_key: str = setting("RELAY_OAUTH_CLIENT_KEY", "", secret=True)
+    handle_resolver_url: str = setting("RELAY_HANDLE_RESOLVER_URL", "")
+    signin_rate_per_minute: int = setting("RELAY_SIGNIN_RATE_PER_MINUTE", 10)
+
+
+@dataclass(frozen=True)
 class StorageSettings:
     """Where published audio lives: `local` files under `audio_dir`, or Cloudflare R2 (any S3 API)."""
 
@@ -169,6 +182,7 @@ class Settings:
     api: ApiSettings = field(default_factory=ApiSettings)
     publish: PublishSettings = field(default_factory=PublishSettings)
     storage: StorageSettings = field(default_factory=StorageSettings)
+    web: WebSettings = field(default_factory=WebSettings)
     log_level: str = setting("RELAY_LOG_LEVEL", "INFO")
 
     @classmethod
@@ -196,6 +210,10 @@ class Settings:
         if not 0 < self.api.port < 65536:
             raise ConfigError(f"RELAY_PORT: {self.api.port} is not a TCP port")
         _ = self.net.nameservers  # raises ConfigError naming a malformed entry
+        if self.web.session_secret and len(self.web.session_secret) < MIN_SECRET_LENGTH:
+            raise ConfigError(
+                f"RELAY_SESSION_SECRET: at least {MIN_SECRET_LENGTH} characters are needed (openssl rand -hex 32)"
+            )
 
 
 def env_names(cls: type = Settings) -> Iterator[str]:

@@ -1,10 +1,12 @@
-"""Benchmark the XRPC API at scale: fill a DuckDB file, run `relay-appview serve --no-index`, load it with wrk.
+"""Benchmark the XRPC API and the web pages at scale: fill a DuckDB file, run `relay-appview serve --no-index`,
+load it with wrk.
 
     .venv/bin/python scripts/bench_api.py [--tracks 1000000] [--accounts 50000] [--seconds 10] [--connections 8,32]
 
 Each endpoint gets varied parameters from a Lua script (discovery's first page is one hot key on purpose;
 deeper discovery pages, actors, track URIs and search queries are drawn from thousands of values, each
-with a random limit from 10 to 100, so nearly every one of those requests misses the response cache). Each
+with a random limit from 10 to 100, so nearly every one of those requests misses the response cache). The
+web pages get the same treatment: `/` (one hot page), deep `/?cursor=` pages and `/track/<did>/<rkey>`. Each
 load runs at every --connections count: wrk keeps that many requests in flight, so with one server
 process latency is roughly connections / throughput, and p99 is reported per count. The same load against
 a bare Starlette JSON endpoint gives the ceiling. Only loopback traffic. The last line printed is one JSON
@@ -197,6 +199,10 @@ def workloads(base: str, vocab: list[str], tracks: int, accounts: int) -> dict[s
         "app.relay.feed.searchTracks": [
             f"/xrpc/app.relay.feed.searchTracks?limit={limit()}&q={quote(q)}" for q in queries
         ],
+        # The web pages: the same catalog, rendered as HTML (a page holds 25 tracks).
+        "page /": ["/"],
+        "page /#deep": [f"/?cursor={quote(c)}" for c in cursors],
+        "page /track/…": [f"/track/{u.removeprefix('at://').replace('/app.relay.track/', '/')}" for u in uris],
     }
 
 

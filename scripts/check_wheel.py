@@ -1,11 +1,12 @@
 """Build the wheel, install it (not editable) into a scratch venv, and check that what it installs runs.
 
-`scripts/test` runs this: an editable install reads the lexicons and the zstd dictionary from the source
-tree, so only an installed wheel shows whether they ship. The wheel is built from a fresh copy of the files
-git would commit (no stale `build/` or `*.egg-info` can smuggle data in). From a directory outside the
-tree, the installed
-`relay-appview serve --no-index` must answer `/xrpc/_health` and refuse a bad `limit` with the lexicon's own
-error. The scratch venv is kept in `.venv-wheel` between runs (only the project is reinstalled).
+`scripts/test` runs this: an editable install reads the lexicons, the zstd dictionary, the templates and
+the static files from the source tree, so only an installed wheel shows whether they ship. The wheel is
+built from a fresh copy of the files git would commit (no stale `build/` or `*.egg-info` can smuggle data
+in). From a directory outside the tree, the installed `relay-appview serve --no-index` must answer
+`/xrpc/_health`, refuse a bad `limit` with the lexicon's own error, and serve the discovery page with its
+stylesheet. The scratch venv is kept in `.venv-wheel` between runs (the project is reinstalled, and only
+dependencies it lacks are added).
 """
 
 from __future__ import annotations
@@ -37,6 +38,8 @@ def main() -> int:
         else:
             _run([str(VENV / "bin" / "pip"), "install", "--quiet", "--disable-pip-version-check", "--force-reinstall",
                   "--no-deps", str(wheel)])
+            # Then whatever the project has come to depend on since the venv was made.
+            _run([str(VENV / "bin" / "pip"), "install", "--quiet", "--disable-pip-version-check", str(wheel)])
         return _serve_and_ask(Path(scratch))
 
 
@@ -73,10 +76,13 @@ def _serve_and_ask(workdir: Path) -> int:
         body = bad.json()
         assert bad.status_code == 400 and body["error"] == "InvalidRequest", bad.text
         assert "maximum 100" in body["message"], body  # the lexicon's own bound, read from the installed file
+        page, css = httpx.get(f"{base}/"), httpx.get(f"{base}/static/style.css")  # templates and static files ship
+        assert page.status_code == 200 and "<h1>Newest tracks</h1>" in page.text, page.text
+        assert css.status_code == 200 and css.headers["content-type"].startswith("text/css"), css.text
     finally:
         server.terminate()
         server.wait(30)
-    print(f"wheel: installed relay-appview answered /xrpc/_health and refused limit=500: {body['message']}")
+    print(f"wheel: installed relay-appview answered /xrpc/_health and / and refused limit=500: {body['message']}")
     return 0
 
 

@@ -459,11 +459,15 @@ def test_metrics_count_requests_by_endpoint_not_path(api: Api) -> None:
     api.xrpc(FEED, limit=0)
     api.get("/xrpc/app.relay.unknown.thing")
     api.get("/some/random/path")
+    api.get("/")
+    api.get(f"/track/{ALICE}/3jzfcijpj2z2a")
     text = api.get("/metrics").text
     assert re.search(r'relay_http_requests_total\{endpoint="app.relay.feed.getTracks",status="200"\} [1-9]', text)
     assert re.search(r'relay_http_requests_total\{endpoint="app.relay.feed.getTracks",status="400"\} [1-9]', text)
     assert re.search(r'relay_http_requests_total\{endpoint="xrpc_unknown",status="501"\} [1-9]', text)
     assert re.search(r'relay_http_requests_total\{endpoint="other",status="404"\} [1-9]', text)
+    assert re.search(r'relay_http_requests_total\{endpoint="/",status="200"\} [1-9]', text)  # the web pages
+    assert re.search(r'relay_http_requests_total\{endpoint="/track/",status="404"\} [1-9]', text)
     assert 'relay_http_request_duration_seconds_bucket{endpoint="app.relay.feed.getTracks"' in text
-    assert "random/path" not in text and "unknown.thing" not in text
+    assert "random/path" not in text and "unknown.thing" not in text and "3jzfcijpj2z2a" not in text
     assert "relay_events_received_total" in text  # the indexer's counters share the registry

@@ -1,4 +1,4 @@
-"""The caller's PDS: whose a bearer token is, and the record writes made with it.
+"""The caller's PDS: whose a bearer token is, and the record writes made with a session's credentials.
 
 The token is the caller's own PDS access token. Its `sub` claim names a DID, but nothing here can check
 the signature (only the PDS holds the key), so the claim is only a hint of where to ask: the DID document
@@ -8,6 +8,10 @@ PDS that claims another account's DID is refused by that account's PDS or answer
 
 The PDS address comes from a DID document anyone can publish, so every request goes through the SSRF
 guard (as audio checks do). The token travels only to that PDS and is never logged or stored.
+
+A `Session` carries its `Credentials`: a bearer token (other apps, `relay-appview publish`) or a signed-in
+person's DPoP-bound OAuth session (appview_api/oauth), which signs each request and refreshes itself.
+The writes below are the same for both.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import base64
 import binascii
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 import orjson
@@ -44,12 +48,27 @@ class PdsRefusal(RelayError):
         return PdsRejected(f"the PDS refused the write: {self.error}: {self.reason}")
 
 
+class Credentials(Protocol):
+    async def send(self, http: httpx.AsyncClient, request: httpx.Request) -> httpx.Response:
+        """Send `request` to the session's PDS with this session's authority."""
+        ...
+
+
+@dataclass(frozen=True)
+class BearerToken:
+    token: str = field(repr=False)
+
+    async def send(self, http: httpx.AsyncClient, request: httpx.Request) -> httpx.Response:
+        request.headers["Authorization"] = f"Bearer {self.token}"
+        return await http.send(request)
+
+
 @dataclass(frozen=True)
 class Session:
     did: str
     handle: str | None
     pds_url: str
-    token: str = field(repr=False)
+    credentials: Credentials = field(repr=False)
 
 
 @dataclass(frozen=True)
@@ -118,10 +137,11 @@ class Pds:
             check_url(identity.pds, allow_insecure=self._allow_insecure)
         except UnsafeURL as exc:
             raise AuthRequired(f"{did}: the PDS {identity.pds[:200]!r} is refused: {exc.reason}") from None
-        session = await self._call(identity.pds, "GET", "com.atproto.server.getSession", token=token)
+        credentials = BearerToken(token)
+        session = await self._call(identity.pds, "GET", "com.atproto.server.getSession", credentials=credentials)
         if session.get("did") != did:
             raise AuthRequired("the token's session belongs to another DID than the one it names")
-        return Session(did, identity.handle, identity.pds, token)
+        return Session(did, identity.handle, identity.pds, credentials)
 
     async def get_record(self, session: Session, rkey: str) -> StoredRecord | None:
         params = {"repo": session.did, "collection": TRACK_COLLECTION, "rkey": rkey}
@@ -147,7 +167,9 @@ class Pds:
             "record": record,
             "swapRecord": swap,
         }
-        answer = await self._call(session.pds_url, "POST", "com.atproto.repo.putRecord", token=session.token, json=body)
+        answer = await self._call(
+            session.pds_url, "POST", "com.atproto.repo.putRecord", credentials=session.credentials, json=body
+        )
         uri, cid = answer.get("uri"), answer.get("cid")
         if not isinstance(uri, str) or not isinstance(cid, str):
             raise PdsUnavailable("the PDS answered putRecord without a uri and cid")
@@ -157,7 +179,7 @@ class Pds:
         """The commit's rev, or None when there was nothing to delete."""
         body = {"repo": session.did, "collection": TRACK_COLLECTION, "rkey": rkey, "swapRecord": swap}
         answer = await self._call(
-            session.pds_url, "POST", "com.atproto.repo.deleteRecord", token=session.token, json=body
+            session.pds_url, "POST", "com.atproto.repo.deleteRecord", credentials=session.credentials, json=body
         )
         return _rev(answer)
 
@@ -167,14 +189,17 @@ class Pds:
         method: str,
         nsid: str,
         *,
-        token: str | None = None,
+        credentials: Credentials | None = None,
         params: dict[str, str] | None = None,
         json: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         url = f"{pds_url.rstrip('/')}/xrpc/{nsid}"
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        request = self._http.build_request(method, url, params=params, json=json)
         try:
-            response = await self._http.request(method, url, params=params, json=json, headers=headers)
+            if credentials is None:
+                response = await self._http.send(request)
+            else:
+                response = await credentials.send(self._http, request)
         except UnsafeURL as exc:
             raise PdsUnavailable(f"the PDS at {pds_url} is refused: {exc.reason}") from None
         except httpx.TimeoutException:

@@ -47,7 +47,7 @@ class Publishing:
         self._pds = Pds(settings.identity, settings.net)
         self.publisher = Publisher(self.storage, self._pds, index)
         self._limiter = RateLimiter(settings.publish.rate_per_minute)
-        self._max_upload_bytes = settings.publish.max_upload_bytes
+        self.max_upload_bytes = settings.publish.max_upload_bytes
         self._publish_params = method(PUBLISH)
 
     def routes(self) -> list[Route]:
@@ -60,12 +60,16 @@ class Publishing:
     async def aclose(self) -> None:
         await self._pds.aclose()
 
+    def limit(self, did: str) -> None:
+        """Take one of the account's writes for this minute (the web pages' writes count too)."""
+        retry_after = self._limiter.acquire(did)
+        if retry_after is not None:
+            raise RateLimited(retry_after)
+
     def _endpoint(self, handler: Handler) -> Callable[[Request], Awaitable[Response]]:
         async def endpoint(request: Request) -> Response:
             session = await self._pds.authenticate(request.headers.get("authorization"))
-            retry_after = self._limiter.acquire(session.did)
-            if retry_after is not None:
-                raise RateLimited(retry_after)
+            self.limit(session.did)
             return json_response(await handler(request, session))
 
         return endpoint
@@ -75,7 +79,7 @@ class Publishing:
         rkey = check_client_rkey(params["rkey"]) if "rkey" in params else None  # before the body is read
         headers = request.headers
         async with spool_form(
-            request.stream(), headers.get("content-type"), headers.get("content-length"), self._max_upload_bytes
+            request.stream(), headers.get("content-type"), headers.get("content-length"), self.max_upload_bytes
         ) as form:
             return await self.publisher.publish(session, form, rkey=rkey, dry_run=params["dryRun"])
 

@@ -53,7 +53,15 @@ class _Part:
 class FormSpooler:
     """Feed it the body's chunks in order, then `finish()`; every refusal is a RequestError raised at once."""
 
-    def __init__(self, boundary: bytes, sink: BinaryIO, path: Path, max_file_bytes: int) -> None:
+    def __init__(
+        self,
+        boundary: bytes,
+        sink: BinaryIO,
+        path: Path,
+        max_file_bytes: int,
+        text_fields: frozenset[str] = TEXT_FIELDS,
+    ) -> None:
+        self._text_fields = text_fields
         self._sink = sink
         self._path = path
         self._max_file_bytes = max_file_bytes
@@ -116,7 +124,7 @@ class FormSpooler:
             if self._has_file:
                 raise InvalidRequest(f"the form has more than one {FILE_FIELD!r} part")
             self._has_file = True
-        elif name in TEXT_FIELDS:
+        elif name in self._text_fields:
             if name in self._fields:
                 raise InvalidRequest(f"form field {name!r} given more than once")
             self._part.text = bytearray()
@@ -169,9 +177,14 @@ def boundary_of(content_type: str | None) -> bytes:
 
 @contextlib.asynccontextmanager
 async def spool_form(
-    body: AsyncIterable[bytes], content_type: str | None, content_length: str | None, max_file_bytes: int
+    body: AsyncIterable[bytes],
+    content_type: str | None,
+    content_length: str | None,
+    max_file_bytes: int,
+    text_fields: frozenset[str] = TEXT_FIELDS,
 ) -> AsyncIterator[Form]:
-    """Read the whole form into a temporary file that exists until the block exits (raising or not)."""
+    """Read the whole form into a temporary file that exists until the block exits (raising or not);
+    `text_fields` are the form's text fields besides the file (the web form adds its CSRF token)."""
     boundary = boundary_of(content_type)
     max_body = max_file_bytes + FORM_OVERHEAD_BYTES
     if content_length is not None and content_length.isdigit() and int(content_length) > max_body:
@@ -180,7 +193,7 @@ async def spool_form(
     path = Path(name)
     try:
         with os.fdopen(fd, "wb") as sink:
-            spooler = FormSpooler(boundary, sink, path, max_file_bytes)
+            spooler = FormSpooler(boundary, sink, path, max_file_bytes, text_fields)
             received = 0
             async for chunk in body:
                 received += len(chunk)

@@ -138,8 +138,8 @@ class DuckDBStore:
     @contextmanager
     def catalog(self) -> Iterator[_Snapshot]:
         """Reads in one transaction, so they all see the same commits."""
-        con = self.reader()
-        with _translated():
+        with _translated():  # a closed database fails as early as making this thread's cursor
+            con = self.reader()
             con.execute("BEGIN TRANSACTION")
         try:
             yield _Snapshot(con)
@@ -194,6 +194,11 @@ class DuckDBStore:
                 {"uri": uri, "rev": rev, "reason": reason, "at": iso_from_us(at)} for uri, rev, reason, at in rejections
             ],
         }
+
+    @_guarded
+    def oauth_session(self, key: str) -> bytes | None:
+        row = self.reader().execute("SELECT sealed FROM oauth_sessions WHERE id = ?", [key]).fetchone()
+        return bytes(row[0]) if row else None
 
     # -- writes (writer thread only) ---------------------------------------------------------------
 
@@ -339,6 +344,42 @@ class DuckDBStore:
     def set_meta(self, key: str, value: str) -> None:
         with self._transaction() as con:
             con.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", [key, value])
+
+    @_guarded
+    def save_oauth_session(self, key: str, did: str, sealed: bytes) -> None:
+        now = now_us()
+        with self._transaction() as con:
+            con.execute(
+                "INSERT INTO oauth_sessions VALUES (?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET "
+                "did = excluded.did, sealed = excluded.sealed, updated_us = excluded.updated_us",
+                [key, did, sealed, now, now],
+            )
+
+    @_guarded
+    def delete_oauth_session(self, key: str) -> None:
+        with self._transaction() as con:
+            con.execute("DELETE FROM oauth_sessions WHERE id = ?", [key])
+
+    @_guarded
+    def save_oauth_request(self, key: str, sealed: bytes, expires_us: int) -> None:
+        with self._transaction() as con:
+            con.execute("INSERT OR REPLACE INTO oauth_requests VALUES (?, ?, ?)", [key, sealed, expires_us])
+
+    @_guarded
+    def take_oauth_request(self, key: str, now_us: int) -> bytes | None:
+        with self._transaction() as con:
+            row = con.execute(
+                "DELETE FROM oauth_requests WHERE id = ? RETURNING sealed, expires_us", [key]
+            ).fetchone()
+        if row is None or row[1] <= now_us:
+            return None
+        return bytes(row[0])
+
+    @_guarded
+    def purge_oauth(self, now_us: int, idle_before_us: int) -> None:
+        with self._transaction() as con:
+            con.execute("DELETE FROM oauth_requests WHERE expires_us <= ?", [now_us])
+            con.execute("DELETE FROM oauth_sessions WHERE updated_us < ?", [idle_before_us])
 
     # -- plumbing ----------------------------------------------------------------------------------
 

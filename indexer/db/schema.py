@@ -93,4 +93,22 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE tracks ADD COLUMN first_seen_us BIGINT;
     UPDATE tracks SET first_seen_us = least(event_time_us, indexed_us);
     """,
+    # Web sign-in (atproto OAuth): sessions and the sign-ins in flight. Each row is keyed by a hash of the
+    # value the browser holds (session cookie, OAuth state), never that value, and its tokens and DPoP key
+    # are sealed by the API before they get here: this table never sees them in the clear.
+    """
+    CREATE TABLE oauth_sessions (
+        id VARCHAR PRIMARY KEY,
+        did VARCHAR NOT NULL,
+        sealed BLOB NOT NULL,
+        created_us BIGINT NOT NULL,
+        updated_us BIGINT NOT NULL
+    );
+
+    CREATE TABLE oauth_requests (
+        id VARCHAR PRIMARY KEY,
+        sealed BLOB NOT NULL,
+        expires_us BIGINT NOT NULL
+    );
+    """,
 )

@@ -71,6 +71,10 @@ class Store(Protocol):
 
     def status(self, recent_rejections: int) -> Status: ...
 
+    def oauth_session(self, key: str) -> bytes | None:
+        """The sealed web sign-in session stored under `key` (a hash of its cookie), if any."""
+        ...
+
     # -- writes (the writer thread only) --------------------------------------------------------------
 
     def apply(self, batch: Batch, source: str | None) -> list[str]:
@@ -88,3 +92,23 @@ class Store(Protocol):
     def rewind(self, time_us: int, source: str | None) -> None: ...
 
     def set_meta(self, key: str, value: str) -> None: ...
+
+    # Web sign-in: sealed blobs the API alone can open, keyed by hashes of what the browser holds.
+
+    def save_oauth_session(self, key: str, did: str, sealed: bytes) -> None:
+        """Create or replace a session (after sign-in and after every token refresh)."""
+        ...
+
+    def delete_oauth_session(self, key: str) -> None: ...
+
+    def save_oauth_request(self, key: str, sealed: bytes, expires_us: int) -> None:
+        """Keep a sign-in in flight until its callback, or until `expires_us`."""
+        ...
+
+    def take_oauth_request(self, key: str, now_us: int) -> bytes | None:
+        """Remove a sign-in in flight and return it, unless it has expired: each can complete once."""
+        ...
+
+    def purge_oauth(self, now_us: int, idle_before_us: int) -> None:
+        """Drop expired sign-ins in flight and sessions unused since `idle_before_us`."""
+        ...

@@ -48,6 +48,21 @@ class Writer:
     async def set_handles(self, handles: Mapping[str, str | None]) -> None:
         await self._run(self.store.set_handles, dict(handles))
 
+    async def save_oauth_session(self, key: str, did: str, sealed: bytes) -> None:
+        await self._run(self.store.save_oauth_session, key, did, sealed)
+
+    async def delete_oauth_session(self, key: str) -> None:
+        await self._run(self.store.delete_oauth_session, key)
+
+    async def save_oauth_request(self, key: str, sealed: bytes, expires_us: int) -> None:
+        await self._run(self.store.save_oauth_request, key, sealed, expires_us)
+
+    async def take_oauth_request(self, key: str, now_us: int) -> bytes | None:
+        return await self._run(self.store.take_oauth_request, key, now_us)
+
+    async def purge_oauth(self, now_us: int, idle_before_us: int) -> None:
+        await self._run(self.store.purge_oauth, now_us, idle_before_us)
+
     def rewind(self, time_us: int, source: str | None) -> None:
         """Blocks: for start-up, before the event loop has work."""
         self._pool.submit(self.store.rewind, time_us, source).result()

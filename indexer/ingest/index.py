@@ -1,8 +1,8 @@
 """The index as the rest of the service sees it: one writer for every change, and the reads the API needs.
 
 Everything written into the index goes through this object's one `Writer`: Jetstream batches (the
-`Indexer` commits through `commit`), local publishes, audio verdicts, handles and the cursor secret. The
-API holds an `Index` and sees neither the planner nor the writer nor SQL.
+`Indexer` commits through `commit`), local publishes, audio verdicts, handles, kept secrets and the web
+sign-in sessions. The API holds an `Index` and sees neither the planner nor the writer nor SQL.
 
 A record this service writes to a PDS reaches the index through Jetstream too, later. To show it at once,
 `ingest_local` takes the commit event Jetstream will deliver (same DID, rkey, rev and CID) through the
@@ -84,11 +84,33 @@ class Index:
         """The configured secret, else the stored one, else a new one stored now (blocks: call at start-up)."""
         if configured:
             return configured.encode()
-        stored = self.store.meta(_CURSOR_SECRET_KEY)
-        if stored is None:
-            stored = secrets.token_hex(32)
-            self.writer.set_meta(_CURSOR_SECRET_KEY, stored)
-        return stored.encode()
+        return self.kept(_CURSOR_SECRET_KEY, lambda: secrets.token_hex(32)).encode()
+
+    def kept(self, key: str, make: Callable[[], str], usable: Callable[[str], bool] = bool) -> str:
+        """The value stored under `key`, or a new one from `make()` stored now when there is none or the
+        stored one is not `usable` (blocks: call at start-up)."""
+        stored = self.store.meta(key)
+        if stored is None or not usable(stored):
+            stored = make()
+            self.writer.set_meta(key, stored)
+        return stored
+
+    # -- web sign-in sessions (sealed by the API; see Store) -----------------------------------------
+
+    async def save_oauth_session(self, key: str, did: str, sealed: bytes) -> None:
+        await self.writer.save_oauth_session(key, did, sealed)
+
+    async def delete_oauth_session(self, key: str) -> None:
+        await self.writer.delete_oauth_session(key)
+
+    async def save_oauth_request(self, key: str, sealed: bytes, expires_us: int) -> None:
+        await self.writer.save_oauth_request(key, sealed, expires_us)
+
+    async def take_oauth_request(self, key: str) -> bytes | None:
+        return await self.writer.take_oauth_request(key, now_us())
+
+    async def purge_oauth(self, idle_before_us: int) -> None:
+        await self.writer.purge_oauth(now_us(), idle_before_us)
 
     # -- reads (blocking: call from a worker thread) ---------------------------------------------------
 
@@ -109,6 +131,9 @@ class Index:
 
     def cursor(self) -> StoredCursor | None:
         return self.store.cursor()
+
+    def oauth_session(self, key: str) -> bytes | None:
+        return self.store.oauth_session(key)
 
     def status(self, recent_rejections: int = 10) -> Status:
         return self.store.status(recent_rejections)

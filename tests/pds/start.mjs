@@ -39,6 +39,30 @@ function pinToLoopback(args) {
   return args;
 }
 
+// RELAY_PDS_HOSTS="name=127.0.0.1,...": names that resolve to a loopback address here, so a test can serve
+// an https client metadata document under a real-looking name (authorization servers refuse IP literals,
+// localhost and reserved TLDs such as .test in client IDs). Only loopback addresses are accepted.
+const hosts = new Map(
+  (process.env.RELAY_PDS_HOSTS ?? '')
+    .split(',')
+    .filter(Boolean)
+    .map((pair) => pair.split('=')),
+);
+for (const address of hosts.values()) {
+  if (!address.startsWith('127.')) throw new Error(`RELAY_PDS_HOSTS: ${address} is not a loopback address`);
+}
+if (hosts.size) {
+  const lookup = dns.lookup;
+  dns.lookup = function lookupTestHosts(hostname, options, callback) {
+    const address = hosts.get(hostname);
+    if (address === undefined) return lookup.call(this, hostname, options, callback);
+    const done = typeof options === 'function' ? options : callback;
+    const all = typeof options === 'object' && options !== null && options.all;
+    if (all) process.nextTick(done, null, [{ address, family: 4 }]);
+    else process.nextTick(done, null, address, 4);
+  };
+}
+
 const { TestNetworkNoAppView } = (await import('@atproto/dev-env')).default;
 
 const network = await TestNetworkNoAppView.create({});

@@ -1,0 +1,1 @@
+"""Signing people in with atproto OAuth, and the DPoP-bound PDS calls made with their sessions."""

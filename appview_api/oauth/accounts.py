@@ -1,0 +1,99 @@
+"""What a person types to sign in (a handle, a DID or their PDS's URL), turned into where to send them.
+
+A handle is resolved to a DID, and counts only if that DID's document claims the handle back. Handles are
+resolved over https (`https://<handle>/.well-known/atproto-did`) or, when RELAY_HANDLE_RESOLVER_URL names
+one, by that service's `com.atproto.identity.resolveHandle` (a development fallback, as for the local
+test PDS's `.test` handles; DNS TXT resolution is to come from the shared resolver module). A DID is
+resolved to its document, which names the PDS. A PDS URL is taken as given: who signed in is learned from
+the token, and checked against that DID's own document then (see `signin.py`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import httpx
+import orjson
+
+from appview_api.errors import IdentityUnavailable, SignInFailed
+from appview_api.oauth.fetch import checked_url, get_text
+from indexer.atproto.syntax import is_did, is_handle
+from indexer.errors import IdentityError
+from indexer.net.identity import Identity, IdentityResolver
+
+MAX_INPUT = 2048
+
+
+@dataclass(frozen=True)
+class Target:
+    pds_url: str
+    did: str | None  # who must sign in; None when only the PDS is known
+    login_hint: str | None
+
+
+class Accounts:
+    def __init__(
+        self, identity: IdentityResolver, http: httpx.AsyncClient, *, resolver_url: str, allow_insecure: bool
+    ) -> None:
+        self._identity = identity
+        self._http = http
+        self._resolver_url = resolver_url.rstrip("/")
+        self._allow_insecure = allow_insecure
+
+    async def locate(self, text: str) -> Target:
+        text = text.strip()
+        if not text or len(text) > MAX_INPUT:
+            raise SignInFailed("enter your handle (like alice.example.com), your DID or your PDS's URL")
+        if text.startswith(("https://", "http://")):
+            return Target(checked_url(text, "the PDS URL", allow_insecure=self._allow_insecure), None, None)
+        if text.startswith("did:"):
+            if not is_did(text):
+                raise SignInFailed(f"{text[:200]!r} is not a valid DID")
+            return Target(self.pds(await self.identity(text)), text, text)
+        handle = text.removeprefix("@").lower()
+        if not is_handle(handle):
+            raise SignInFailed(f"{text[:200]!r} is not a handle, a DID or an http(s) URL")
+        did = await self.resolve_handle(handle)
+        identity = await self.identity(did)
+        if identity.handle != handle:
+            raise SignInFailed(f"{handle} resolves to {did}, whose DID document does not claim {handle}")
+        return Target(self.pds(identity), did, handle)
+
+    async def resolve_handle(self, handle: str) -> str:
+        if self._resolver_url:  # the handle's syntax is checked: it can go into the URL as it is
+            url = f"{self._resolver_url}/xrpc/com.atproto.identity.resolveHandle?handle={handle}"
+        else:
+            url = f"https://{handle}/.well-known/atproto-did"
+        status, text = await get_text(self._http, url, f"the handle {handle}")
+        if status >= 500:
+            raise IdentityUnavailable(f"the handle {handle} cannot be resolved just now (HTTP {status})")
+        did = _did_in(text, json=bool(self._resolver_url)) if status == 200 else None
+        if did is None:
+            raise SignInFailed(f"the handle {handle} does not resolve to a DID")
+        return did
+
+    async def identity(self, did: str) -> Identity:
+        try:
+            return await self._identity.resolve(did)
+        except IdentityError as exc:
+            if exc.transient:
+                raise IdentityUnavailable(exc.reason) from None
+            raise SignInFailed(exc.reason) from None
+
+    def pds(self, identity: Identity) -> str:
+        if not identity.pds:
+            raise SignInFailed(f"the DID document of {identity.did} names no PDS")
+        return checked_url(identity.pds, f"the PDS of {identity.did}", allow_insecure=self._allow_insecure)
+
+
+def _did_in(text: str, *, json: bool) -> str | None:
+    """The DID in a resolveHandle answer (`{"did": ...}`) or a well-known document (the DID alone)."""
+    if json:
+        try:
+            body = orjson.loads(text)
+        except orjson.JSONDecodeError:
+            return None
+        did = body.get("did") if isinstance(body, dict) else None
+    else:
+        did = text.strip()
+    return did if isinstance(did, str) and is_did(did) else None

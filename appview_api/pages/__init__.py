@@ -1,0 +1,1 @@
+"""The web app: server-rendered pages over the same read model as the XRPC API, sign-in, and publishing."""
