@@ -69,3 +69,9 @@ def test_what_is_not_a_datetime_is_a_value_error_naming_it(text: str, message: s
         us_from_iso(text)
     assert type(caught.value) is ValueError
     assert str(caught.value) == message
+
+
+@pytest.mark.parametrize(("us", "text"), [(-62135596800000000, "0001-01-01T00:00:00.000Z"), (-30610224000000000, "1000-01-01T00:00:00.000Z"), (-30641760000000000, "0999-01-01T00:00:00.000Z")])
+def test_years_before_1000_keep_four_digits(us: int, text: str) -> None:
+    assert iso_from_us(us) == text
+    assert us_from_iso(text) == us

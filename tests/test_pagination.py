@@ -67,3 +67,9 @@ def test_a_key_of_the_wrong_shape_is_refused(key: tuple, shape: tuple[type, ...]
 @pytest.mark.parametrize("cursor", ["", ".", "a.b", "not base64!.x", "é.é", "WzEsMl0.ÿÿÿÿ", "١٢٣.١٢٣"])
 def test_garbage_and_non_ascii_are_refused(cursor: str) -> None:
     assert refused(cursor) == REFUSED
+
+
+@pytest.mark.parametrize("suffix", ["!!", "=", "~"])
+def test_only_the_one_spelling_of_a_cursor_is_accepted(suffix: str) -> None:
+    """base64 decoders skip what is not base64; a cursor with junk would decode, and key the cache anew."""
+    assert refused(codec.encode("feed", FEED_KEY) + suffix) == REFUSED

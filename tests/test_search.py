@@ -7,15 +7,15 @@ from array import array
 import pytest
 
 from appview_api.errors import InvalidRequest
-from appview_api.read.search import MAX_TERMS, MIN_PREFIX, Hit, Postings, rank, terms
+from appview_api.read.search import MAX_TERMS, MIN_PREFIX, Postings, rank, terms
 
-# doc: (title, artist, album, sort_us, did, rkey)
+# doc: (title, artist, album, sort_us, tiebreak)
 DOCS = [
-    ("Midnight River", "Echo", None, 100, "did:plc:a", "3k0"),
-    ("Blue Midnight", "Paper", "Midnight Tapes", 300, "did:plc:a", "3k1"),
-    ("Summer", "Midnight Club", None, 200, "did:plc:b", "3k2"),
-    ("Ec", "Static", None, 400, "did:plc:b", "3k3"),
-    ("Midnight", "Echo", None, 100, "did:plc:c", "3k4"),  # ties doc 0 on score and sort_us
+    ("Midnight River", "Echo", None, 100, 7),
+    ("Blue Midnight", "Paper", "Midnight Tapes", 300, 3),
+    ("Summer", "Midnight Club", None, 200, 5),
+    ("Ec", "Static", None, 400, 1),
+    ("Midnight", "Echo", None, 100, 9),  # ties doc 0 on score and sort_us: the higher tiebreak first
 ]
 
 
@@ -32,10 +32,17 @@ def matched(postings: Postings, *words: str) -> dict[int, int]:
     return dict(zip(docs.to_pylist(), scores.to_pylist(), strict=True))
 
 
-def ranked(postings: Postings, query: tuple[str, ...], live: bytearray, after: Hit | None = None, limit: int = 10) -> tuple[list[tuple[Hit, int]], int]:
+def ranked(
+    postings: Postings, query: tuple[str, ...], live: bytearray, after: tuple[int, int, int] | None = None, limit: int = 10
+) -> tuple[list[tuple[int, int]], int]:
     docs, scores = postings.match(query)
-    sort = array("q", [d[3] for d in DOCS])
-    return rank(docs, scores, live, sort, lambda doc: (DOCS[doc][4], DOCS[doc][5]), after, limit)
+    sort, tiebreak = array("q", [d[3] for d in DOCS]), array("q", [d[4] for d in DOCS])
+    return rank(docs, scores, live, sort, tiebreak, after, limit)
+
+
+def key(score: int, doc: int) -> tuple[int, int, int]:
+    """A hit's cursor key: (score, sort_us, tiebreak)."""
+    return score, DOCS[doc][3], DOCS[doc][4]
 
 
 @pytest.mark.parametrize(
@@ -90,10 +97,9 @@ def test_every_term_must_match_and_scores_add(postings: Postings) -> None:
     assert matched(postings, "midnight", "nothing") == {}
 
 
-def test_rank_orders_by_score_then_sort_then_did_and_rkey(postings: Postings) -> None:
+def test_rank_orders_by_score_then_sort_then_tiebreak(postings: Postings) -> None:
     hits, total = ranked(postings, ("midnight",), bytearray([1] * len(DOCS)))
-    assert [doc for _, doc in hits] == [4, 0, 1, 2]
-    assert hits[0][0] == Hit(5, 100, "did:plc:c", "3k4")
+    assert hits == [(5, 4), (5, 0), (4, 1), (2, 2)]
     assert total == 4
 
 
@@ -106,8 +112,8 @@ def test_rank_skips_retired_documents(postings: Postings) -> None:
 def test_rank_pages_after_a_hit_through_ties(postings: Postings) -> None:
     live = bytearray([1] * len(DOCS))
     first, total = ranked(postings, ("midnight",), live, limit=1)
-    second, _ = ranked(postings, ("midnight",), live, after=first[-1][0], limit=2)
-    third, again = ranked(postings, ("midnight",), live, after=second[-1][0], limit=2)
+    second, _ = ranked(postings, ("midnight",), live, after=key(*first[-1]), limit=2)
+    third, again = ranked(postings, ("midnight",), live, after=key(*second[-1]), limit=2)
     assert [[doc for _, doc in page] for page in (first, second, third)] == [[4], [0, 1], [2]]
     assert (total, again) == (4, 4)  # the total counts every live match, not what is left
 

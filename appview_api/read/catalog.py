@@ -7,11 +7,17 @@ postings and its place in the discovery order. A track that changes gets a fresh
 is retired (postings are append-only, so stale words then match nothing live); one that stops being
 visible (deleted, hidden, unverified, purged) is just retired. Nothing here blocks or awaits: it changes
 and is read only on the event loop, so a page never sees half an update.
+
+Orders are total, so that a page, an insert and a removal cost the same however many tracks share a
+sort_us (anyone can write records with one past `createdAt`): discovery and search break ties by a keyed
+hash of the track's URI (the tiebreak), an account's own list by its record keys.
 """
 
 from __future__ import annotations
 
 import bisect
+import hashlib
+import itertools
 from array import array
 from collections.abc import Iterable
 
@@ -34,8 +40,9 @@ class Account:
         self.tracks: dict[str, int] = {}  # rkey -> doc, visible tracks only
         self._order: list[tuple[int, str, int]] | None = None
 
-    def order(self, sort: array) -> list[tuple[int, str, int]]:
-        """(sort_us, rkey, doc) ascending; kept only for large accounts, where sorting per page would show."""
+    def order(self, sort: array[int]) -> list[tuple[int, str, int]]:
+        """(sort_us, rkey, doc) ascending; kept only for large accounts, where sorting per page would show,
+        and then kept up to date a bisect at a time."""
         order = self._order
         if order is None:
             order = sorted((sort[doc], rkey, doc) for rkey, doc in self.tracks.items())
@@ -43,12 +50,19 @@ class Account:
                 self._order = order
         return order
 
-    def changed(self) -> None:
-        self._order = None
+    def added(self, sort_us: int, rkey: str, doc: int) -> None:
+        if self._order is not None:
+            bisect.insort(self._order, (sort_us, rkey, doc))
+
+    def retired(self, sort_us: int, rkey: str, doc: int) -> None:
+        if self._order is not None:
+            del self._order[bisect.bisect_left(self._order, (sort_us, rkey, doc))]
 
 
 class Catalog:
-    def __init__(self) -> None:
+    def __init__(self, tiebreak_key: bytes = b"") -> None:
+        """`tiebreak_key`: a secret (the cursor secret), so that nobody can pick URIs whose tiebreaks collide."""
+        self._tiebreak_key = hashlib.sha256(tiebreak_key).digest()
         self.version = 0  # bumped by every change readers can see
         self.tracks_seen = -1  # the largest changed_us applied
         self.accounts_seen = -1
@@ -57,6 +71,7 @@ class Catalog:
         self._by_handle: dict[str, list[int]] = {}  # a handle two accounts briefly claim lists both
         self._account = array("i")  # doc -> account number
         self._sort = array("q")
+        self._tiebreak = array("q")
         self._changed = array("q")
         self._live = bytearray()
         self._rkey: list[str | None] = []
@@ -82,24 +97,33 @@ class Catalog:
         self.version += 1
 
     def apply_tracks(self, rows: Iterable[TrackRow]) -> None:
+        changed = False
         for row in rows:
-            self._apply(row)
-        self.version += 1
+            changed |= self._apply(row)
+        if changed:
+            self.version += 1
 
-    def _apply(self, row: TrackRow) -> None:
+    def tiebreak(self, did: str, rkey: str) -> int:
+        digest = hashlib.blake2b(f"{did}/{rkey}".encode(), key=self._tiebreak_key, digest_size=8).digest()
+        return int.from_bytes(digest) >> 1  # 63 bits: an int64
+
+    def _apply(self, row: TrackRow) -> bool:
+        """Whether the row changed anything readers see."""
         self.tracks_seen = max(self.tracks_seen, row.changed_us)
         number = self._number(row.did)
         account = self.accounts[number]
         old = account.tracks.get(row.rkey)
         if old is not None:
             if self._changed[old] == row.changed_us:
-                return  # applied already
+                return False  # applied already
             self._retire(account, row.rkey, old)
         if not row.visible:
-            return
+            return old is not None
         doc = len(self._payload)
+        tiebreak = self.tiebreak(row.did, row.rkey)
         self._account.append(number)
         self._sort.append(row.sort_us)
+        self._tiebreak.append(tiebreak)
         self._changed.append(row.changed_us)
         self._live.append(1)
         self._rkey.append(row.rkey)
@@ -117,14 +141,15 @@ class Catalog:
             )
         )
         account.tracks[row.rkey] = doc
-        account.changed()
-        self._order.add(row.sort_us, doc)
+        account.added(row.sort_us, row.rkey, doc)
+        self._order.add(row.sort_us, tiebreak, doc)
         self._postings.add(doc, row.title, row.artist, row.album)
+        return True
 
     def _retire(self, account: Account, rkey: str, doc: int) -> None:
         del account.tracks[rkey]
-        account.changed()
-        self._order.remove(self._sort[doc], doc)
+        account.retired(self._sort[doc], rkey, doc)
+        self._order.remove(self._sort[doc], self._tiebreak[doc], doc)
         self._live[doc] = 0
         self._payload[doc] = self._rkey[doc] = None
 
@@ -165,16 +190,9 @@ class Catalog:
         return self._sort[doc], self.accounts[self._account[doc]].did, self._rkey[doc]  # type: ignore[return-value]  # live: set
 
     def feed(self, after: FeedKey | None, want: int) -> list[int]:
-        """Up to `want` documents in discovery order, (sort_us, did, rkey) descending, after `after`."""
-        found: list[tuple[FeedKey, int]] = []
-        for sort_us, doc in self._order.descending(None if after is None else after[0]):
-            if len(found) >= want and sort_us != found[-1][0][0]:
-                break  # past the page and every tie of its last row
-            key = self.key(doc)
-            if after is None or key < after:
-                found.append((key, doc))
-        found.sort(reverse=True)
-        return [doc for _, doc in found[:want]]
+        """Up to `want` documents in discovery order, (sort_us, tiebreak) descending, after `after`."""
+        before = None if after is None else (after[0], self.tiebreak(after[1], after[2]))
+        return list(itertools.islice(self._order.descending(before), want))
 
     def actor_feed(self, account: Account, after: FeedKey | None, want: int) -> list[int]:
         order = account.order(self._sort)
@@ -184,4 +202,10 @@ class Catalog:
     def search(self, terms: tuple[str, ...], after: Hit | None, want: int) -> tuple[list[tuple[Hit, int]], int]:
         """Up to `want` (hit, doc) pairs, best first, after `after`; and how many visible tracks match."""
         docs, scores = self._postings.match(terms)
-        return rank(docs, scores, self._live, self._sort, lambda doc: self.key(doc)[1:], after, want)
+        edge = None if after is None else (after[0], after[1], self.tiebreak(after[2], after[3]))
+        found, total = rank(docs, scores, self._live, self._sort, self._tiebreak, edge, want)
+        return [(self._hit(score, doc), doc) for score, doc in found], total
+
+    def _hit(self, score: int, doc: int) -> Hit:
+        sort_us, did, rkey = self.key(doc)
+        return Hit(score, sort_us, did, rkey)

@@ -39,7 +39,7 @@ class Api:
 
     def __init__(self, index: Index, codec: CursorCodec, pool: ThreadPoolExecutor) -> None:
         self.codec = codec
-        self.catalog = Catalog()
+        self.catalog = Catalog(codec.secret)
         self.sync = Sync(index, self.catalog, pool)
         self.cache = ResponseCache(lambda: self.catalog.version)
 

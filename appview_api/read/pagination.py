@@ -28,6 +28,10 @@ class CursorCodec:
     def __init__(self, secret: bytes) -> None:
         self._secret = secret
 
+    @property
+    def secret(self) -> bytes:
+        return self._secret
+
     def encode(self, scope: str, key: Key) -> str:
         payload = orjson.dumps(key)
         return f"{_b64(payload)}.{_b64(self._tag(scope, payload))}"
@@ -57,6 +61,10 @@ def _b64(data: bytes) -> str:
 
 
 def _unb64(text: str) -> bytes:
+    """Strict: the one spelling `_b64` writes, so that a cursor is one string (it keys the response cache)."""
     if not text.isascii():
         raise ValueError("not base64")
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    data = base64.b64decode(text + "=" * (-len(text) % 4), altchars=b"-_", validate=True)
+    if _b64(data) != text:
+        raise ValueError("not the canonical spelling")
+    return data

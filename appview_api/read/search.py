@@ -13,7 +13,6 @@ from __future__ import annotations
 import bisect
 import re
 from array import array
-from collections.abc import Callable
 from typing import NamedTuple
 
 import pyarrow as pa
@@ -121,38 +120,34 @@ def rank(
     docs: pa.Array,
     scores: pa.Array,
     live: bytearray,
-    sort: array,
-    key: Callable[[int], tuple[str, str]],
-    after: Hit | None,
+    sort: array[int],
+    tiebreak: array[int],
+    after: tuple[int, int, int] | None,
     limit: int,
-) -> tuple[list[tuple[Hit, int]], int]:
-    """The best `limit` live documents after `after` as (hit, doc), and how many live ones match in all.
+) -> tuple[list[tuple[int, int]], int]:
+    """The best `limit` live documents after `after` as (score, doc), and how many live ones match in all.
 
-    Ranks by (score, sort_us) packed into one int64, over zero-copy views of the per-document arrays;
-    only the few documents on the page or tied with its last one become Hits, ordered in full by
-    (did, rkey)."""
+    The order is total: (score, sort_us) packed into one int64, then the document's tiebreak, all
+    descending, over zero-copy views of the per-document arrays; `after` is that key of the last hit shown.
+    No step walks the documents that tie with the page's edge, so ties cost nothing extra."""
     if len(docs) == 0:
         return [], 0
     keep = pc.not_equal(pc.take(_view(live, pa.uint8()), docs), 0)
     packed = pc.add(pc.shift_left(scores, _SORT_BITS), pc.take(_view(sort, pa.int64()), docs))
-    docs, packed = docs.filter(keep), packed.filter(keep)
+    breaks = pc.take(_view(tiebreak, pa.int64()), docs)
+    docs, packed, breaks = docs.filter(keep), packed.filter(keep), breaks.filter(keep)
     total = len(docs)
     if after is not None:
         edge = after[0] << _SORT_BITS | after[1]
-        below = pc.less_equal(packed, edge)
-        docs, packed = docs.filter(below), packed.filter(below)
-        tied = pc.equal(packed, edge)  # the tie group at the cursor: drop what the cursor already passed
-        passed = [doc for doc in docs.filter(tied).to_pylist() if key(doc) >= (after[2], after[3])]
-        if passed:
-            fresh = pc.invert(pc.is_in(docs, pa.array(passed, docs.type)))
-            docs, packed = docs.filter(fresh), packed.filter(fresh)
+        below = pc.or_(pc.less(packed, edge), pc.and_(pc.equal(packed, edge), pc.less(breaks, after[2])))
+        docs, packed, breaks = docs.filter(below), packed.filter(below), breaks.filter(below)
     if len(docs) == 0:
         return [], total
-    best = pc.select_k_unstable(packed, min(limit, len(packed)), [("packed", "descending")])
-    edge_of_page = pc.greater_equal(packed, pc.min(pc.take(packed, best)))
-    chosen = zip(docs.filter(edge_of_page).to_pylist(), packed.filter(edge_of_page).to_pylist(), strict=True)
-    hits = sorted(((Hit(value >> _SORT_BITS, sort[doc], *key(doc)), doc) for doc, value in chosen), reverse=True)
-    return hits[:limit], total
+    table = pa.table({"packed": packed, "tiebreak": breaks, "doc": docs})
+    best = pc.select_k_unstable(table, min(limit, len(table)), [("packed", "descending"), ("tiebreak", "descending")])
+    chosen = table.take(best).to_pydict()
+    ranked = sorted(zip(chosen["packed"], chosen["tiebreak"], chosen["doc"], strict=True), reverse=True)
+    return [(value >> _SORT_BITS, doc) for value, _, doc in ranked], total
 
 
 def _view(buffer: array | bytearray, kind: pa.DataType) -> pa.Array:

@@ -25,6 +25,7 @@ from indexer.ingest.index import Index
 log = logging.getLogger(__name__)
 
 FOLLOW_SECONDS = 0.2
+SLICE = 1_000  # rows applied to the catalog between two turns of the event loop (~10 ms)
 
 Changes = tuple[list[AccountRow], list[list[TrackRow]]]
 
@@ -92,8 +93,9 @@ class Sync:
             if accounts:
                 catalog.apply_accounts(accounts)
             for rows in tracks:
-                catalog.apply_tracks(rows)
-                await asyncio.sleep(0)
+                for start in range(0, len(rows), SLICE):  # requests run between slices: none waits long
+                    catalog.apply_tracks(rows[start : start + SLICE])
+                    await asyncio.sleep(0)
             self._seen = max(self._seen, generation)
         finally:
             self._running = None

@@ -14,7 +14,8 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 def iso_from_us(us: int) -> str:
     """`2026-05-25T14:23:29.000Z`: the shape atproto datetimes use."""
     moment = _EPOCH + timedelta(microseconds=us)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+    # The year padded by hand: glibc's %Y writes year 999 as "999", which is no ISO 8601.
+    return f"{moment.year:04d}-" + moment.strftime("%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
 
 
 class NoTimezone(ValueError):

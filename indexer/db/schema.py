@@ -91,7 +91,7 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE accounts ADD COLUMN status_at_us BIGINT DEFAULT -1;
     ALTER TABLE accounts ADD COLUMN since_us BIGINT DEFAULT 0;
     ALTER TABLE tracks ADD COLUMN first_seen_us BIGINT;
-    UPDATE tracks SET first_seen_us = least(event_time_us, indexed_us);
+    UPDATE tracks SET first_seen_us = least(event_time_us, indexed_us), sort_us = greatest(sort_us, 0);
     """,
     # Web sign-in (atproto OAuth): sessions and the sign-ins in flight. Each row is keyed by a hash of the
     # value the browser holds (session cookie, OAuth state), never that value, and its tokens and DPoP key
