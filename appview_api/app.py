@@ -111,7 +111,7 @@ def create_app(settings: Settings, index: Index, *, indexer_status: IndexerStatu
             pool.shutdown(wait=True, cancel_futures=True)
             gc.unfreeze()  # the catalog was frozen at load (see sync.py); let shutdown collect it
 
-    return Starlette(
+    app = Starlette(
         routes=[
             *site.routes(),
             *oauth.routes(),
@@ -129,3 +129,7 @@ def create_app(settings: Settings, index: Index, *, indexer_status: IndexerStatu
         exception_handlers=site.exception_handlers(EXCEPTION_HANDLERS),
         lifespan=lifespan,
     )
+    # Starlette answers a path with a stray trailing slash by redirecting to the URL rebuilt from the
+    # request's Host header, which anyone sets: a redirect to their site in our name. No such redirects.
+    app.router.redirect_slashes = False
+    return app

@@ -110,6 +110,10 @@ class AudioCheckSettings:
 class IdentitySettings:
     plc_url: str = setting("RELAY_PLC_URL", "https://plc.directory")
     timeout_seconds: float = setting("RELAY_IDENTITY_TIMEOUT_SECONDS", 10.0)
+    cache_seconds: float = setting("RELAY_IDENTITY_CACHE_SECONDS", 3600.0)  # DID documents kept this long
+    negative_cache_seconds: float = setting("RELAY_IDENTITY_NEGATIVE_CACHE_SECONDS", 60.0)  # and failures
+    # DID documents fetched for requests not yet authenticated (publish tokens, sign-ins), a minute.
+    unauthenticated_lookups_per_minute: int = setting("RELAY_UNAUTHENTICATED_LOOKUPS_PER_MINUTE", 120)
 
 
 @dataclass(frozen=True)

@@ -471,3 +471,11 @@ def test_metrics_count_requests_by_endpoint_not_path(api: Api) -> None:
     assert 'relay_http_request_duration_seconds_bucket{endpoint="app.relay.feed.getTracks"' in text
     assert "random/path" not in text and "unknown.thing" not in text and "3jzfcijpj2z2a" not in text
     assert "relay_events_received_total" in text  # the indexer's counters share the registry
+
+
+@pytest.mark.parametrize("path", ["/xrpc/app.relay.feed.getTracks/", "/xrpc/_health/", "/.well-known/did.json/"])
+def test_a_trailing_slash_is_a_404_not_a_redirect_built_from_the_host_header(api: Api, path: str) -> None:
+    response = api.client.get(path, headers={"Host": "evil.example"}, follow_redirects=False)
+    assert response.status_code == 404
+    assert "location" not in response.headers
+    assert response.json()["error"] == "NotFound"

@@ -480,3 +480,50 @@ def test_local_storage_that_cannot_be_written_writes_no_record(
 
         assert error(response) == (503, "StorageUnavailable", "the audio could not be stored; nothing was written")
         assert service.pds_records(account) == [] and service.rows() == []
+
+
+# --- strangers' tokens ----------------------------------------------------------------------------------
+
+
+def stranger(n: int) -> str:
+    return "did:plc:" + tid.encode(1_700_000_000_000_000 + n, 0)[:13].ljust(24, "z")
+
+
+def test_forged_tokens_cost_one_document_fetch_per_did_and_a_capped_number_in_all(
+    tmp_path: Path, local_pds: LocalPds
+) -> None:
+    """400 forged tokens, 100 of them for one DID: that DID is fetched once (its refusal is cached), and
+    the others only until the minute's budget of lookups for unverified tokens is spent."""
+    with PdsProxy(local_pds.pds_url, local_pds.plc_url) as plc, start_service(
+        tmp_path, local_pds, RELAY_PLC_URL=plc.url, RELAY_UNAUTHENTICATED_LOOKUPS_PER_MINUTE=50
+    ) as service:
+        dids = [stranger(0)] * 100 + [stranger(n) for n in range(1, 301)]
+        started = time.monotonic()
+        answers = [
+            service.client.post(PUBLISH, headers={"Authorization": "Bearer " + forged({"sub": did})}) for did in dids
+        ]
+        refilled = int((time.monotonic() - started) * 50 / 60)  # the budget refills as the minute goes by
+        fetched = [call for call in plc.calls if call.startswith("/did:")]
+    assert [a.status_code for a in answers[:100]] == [401] * 100
+    assert fetched.count(f"/{stranger(0)}") == 1
+    assert 50 <= len(fetched) <= 50 + refilled  # the budget, and not one fetch more
+    assert {a.status_code for a in answers[100:]} == {401, 429}
+    refused = [a for a in answers[100:] if a.status_code == 429]
+    assert len(refused) == 300 - (len(fetched) - 1)
+    assert refused[0].json()["error"] == "RateLimitExceeded"
+    assert refused[0].json()["message"].startswith("too many identity lookups for unverified tokens: retry in ")
+    assert int(refused[0].headers["retry-after"]) >= 1
+
+
+@pytest.mark.parametrize("did", ["did:web:169.254.169.254", "did:web:10.0.0.1", "did:web:127.0.0.1%3A9"])
+def test_a_token_naming_a_did_web_on_a_private_address_is_a_401_and_nothing_is_dialled(
+    tmp_path: Path, local_pds: LocalPds, did: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    with start_service(tmp_path, local_pds, RELAY_ALLOW_INSECURE=False) as service:
+        response = service.client.post(PUBLISH, headers={"Authorization": "Bearer " + forged({"sub": did})})
+    host = did.removeprefix("did:web:").replace("%3A", ":")
+    kind = {"169.254.169.254": "link-local", "10.0.0.1": "private", "127.0.0.1:9": "loopback"}[host]
+    assert (response.status_code, response.json()["error"]) == (401, "AuthRequired")
+    assert response.json()["message"].startswith(f"cannot verify the token: {did}: the DID document's host is refused: ")
+    assert f"is {kind}" in response.json()["message"]
+    assert not [r for r in caplog.records if r.levelname == "ERROR" or r.exc_info]

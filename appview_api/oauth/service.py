@@ -80,7 +80,7 @@ class OAuth:
             return
         nonces = Nonces()
         tokens = Tokens(self.client, self._http, nonces)
-        identity = IdentityResolver(settings.identity.plc_url, self._plc, self._http)
+        identity = IdentityResolver.from_settings(settings.identity, self._plc, self._http)
         accounts = Accounts(
             identity, self._http, resolver_url=settings.web.handle_resolver_url, allow_insecure=allow_insecure
         )

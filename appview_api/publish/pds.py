@@ -25,7 +25,16 @@ from typing import Any, Protocol
 import httpx
 import orjson
 
-from appview_api.errors import AuthRequired, ExpiredToken, IdentityUnavailable, PdsBusy, PdsRejected, PdsUnavailable
+from appview_api.errors import (
+    AuthRequired,
+    ExpiredToken,
+    IdentityUnavailable,
+    PdsBusy,
+    PdsRejected,
+    PdsUnavailable,
+    RateLimited,
+)
+from appview_api.publish.ratelimit import RateLimiter
 from indexer.atproto.nsid import TRACK_COLLECTION
 from indexer.config import IdentitySettings, NetworkSettings
 from indexer.errors import IdentityError, RelayError, UnsafeURL
@@ -116,7 +125,10 @@ class Pds:
         backend = GuardedBackend(allow_loopback=net.allow_insecure)
         transport = GuardedTransport(backend, max_connections=MAX_CONNECTIONS)
         self._http = httpx.AsyncClient(transport=transport, timeout=httpx.Timeout(PDS_TIMEOUT_SECONDS), trust_env=False)
-        self._identity = IdentityResolver(identity.plc_url, self._plc, self._http)
+        self._identity = IdentityResolver.from_settings(identity, self._plc, self._http)
+        # The token is not checked until its DID document is: a stranger's forged tokens must not buy
+        # unlimited fetches. Cached documents cost nothing; fetches are capped a minute, for all callers.
+        self._lookups = RateLimiter(identity.unauthenticated_lookups_per_minute)
 
     async def aclose(self) -> None:
         await self._plc.aclose()
@@ -125,6 +137,10 @@ class Pds:
     async def authenticate(self, authorization: str | None) -> Session:
         token = bearer_token(authorization)
         did = token_subject(token)
+        if not self._identity.cached(did):
+            retry_after = self._lookups.acquire("")
+            if retry_after is not None:
+                raise RateLimited(retry_after, "identity lookups for unverified tokens")
         try:
             identity = await self._identity.resolve(did)
         except IdentityError as exc:

@@ -148,7 +148,7 @@ class Indexer:
         web = await stack.enter_async_context(
             httpx.AsyncClient(transport=GuardedTransport(backend, max_connections=8), timeout=timeout, trust_env=False)
         )
-        return IdentityResolver(self.settings.identity.plc_url, plc, web)
+        return IdentityResolver.from_settings(self.settings.identity, plc, web)
 
     async def _commit(self, batch: Batch, source: str | None) -> None:
         pending = await self.index.commit(batch, source)
