@@ -12,6 +12,8 @@
         ├── RecordExists          the rkey names a different record already
         ├── InvalidSwap           the record changed meanwhile
         ├── PayloadTooLarge       the body is over its limit
+        │   └── QuotaExceeded     the account's stored audio would exceed its quota
+        ├── RequestTimeout        the body stopped arriving
         ├── RateLimited           too many writes (carries Retry-After)
         ├── PdsUnavailable        the author's PDS failed or could not be reached
         │   └── PdsBusy           it answered 503
@@ -73,6 +75,14 @@ class InvalidSwap(RequestError):
 
 
 class PayloadTooLarge(RequestError):
+    pass
+
+
+class QuotaExceeded(PayloadTooLarge):
+    pass
+
+
+class RequestTimeout(RequestError):
     pass
 
 

@@ -41,6 +41,8 @@ ERRORS: dict[type[RelayError], tuple[str, int]] = {
     errors.RecordExists: ("RecordExists", 409),
     errors.InvalidSwap: ("InvalidSwap", 409),
     errors.PayloadTooLarge: ("PayloadTooLarge", 413),
+    errors.QuotaExceeded: ("QuotaExceeded", 413),
+    errors.RequestTimeout: ("RequestTimeout", 408),
     errors.RateLimited: ("RateLimitExceeded", 429),
     errors.PdsUnavailable: ("PdsUnavailable", 502),
     errors.PdsBusy: ("PdsUnavailable", 503),

@@ -146,6 +146,10 @@ class PublishSettings:
 
     max_upload_bytes: int = setting("RELAY_MAX_UPLOAD_BYTES", 100 * 1024 * 1024)
     rate_per_minute: int = setting("RELAY_PUBLISH_RATE_PER_MINUTE", 30)
+    read_timeout_seconds: float = setting("RELAY_UPLOAD_READ_TIMEOUT_SECONDS", 30.0)  # silence mid-body: 408
+    account_quota_bytes: int = setting("RELAY_ACCOUNT_QUOTA_BYTES", 1024 * 1024 * 1024)  # an account's audio
+    # Bytes of uploads the service takes an hour from everyone together: more accounts do not buy more.
+    upload_budget_bytes_per_hour: int = setting("RELAY_UPLOAD_BUDGET_BYTES_PER_HOUR", 5 * 1024 * 1024 * 1024)
     handle: str = setting("RELAY_HANDLE", "")
     app_password: str = setting("RELAY_APP_PASSWORD", "", secret=True)
     pds_url: str = setting("RELAY_PDS_URL", "")

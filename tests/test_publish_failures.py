@@ -527,3 +527,65 @@ def test_a_token_naming_a_did_web_on_a_private_address_is_a_401_and_nothing_is_d
     assert response.json()["message"].startswith(f"cannot verify the token: {did}: the DID document's host is refused: ")
     assert f"is {kind}" in response.json()["message"]
     assert not [r for r in caplog.records if r.levelname == "ERROR" or r.exc_info]
+
+
+# --- what an upload may take: time, the account's quota, the service's budget ----------------------------
+
+
+def test_an_upload_that_stops_arriving_is_a_408_and_its_spool_is_removed(
+    tmp_path: Path, local_pds: LocalPds, account: PdsAccount
+) -> None:
+    with start_service(tmp_path, local_pds, RELAY_UPLOAD_READ_TIMEOUT_SECONDS=1) as service:
+        boundary = "stall"
+        preamble = (
+            f"--{boundary}\r\nContent-Disposition: form-data; name=\"audio\"; filename=\"a.wav\"\r\n\r\n".encode()
+            + write_wav(tmp_path / "a.wav", 20_000).read_bytes()[:10_000]
+        )
+        head = (
+            f"POST {PUBLISH} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {account.access_jwt}\r\n"
+            f"Content-Type: multipart/form-data; boundary={boundary}\r\nContent-Length: {len(preamble) + 50_000}\r\n\r\n"
+        )
+        started = time.monotonic()
+        answer = raw_request(service.settings.api.port, head, [preamble])  # and then nothing more
+        waited = time.monotonic() - started
+        assert answer.startswith(b"HTTP/1.1 408 ")
+        assert answer.endswith(b'{"error":"RequestTimeout","message":"no bytes of the upload arrived for 1 s"}')
+        assert waited < 20  # the server gave up on its own, long before the client did
+        assert service.nothing_left(account)
+        assert spooled_uploads() == []
+
+
+def test_an_accounts_audio_is_held_to_its_quota(tmp_path: Path, local_pds: LocalPds, account: PdsAccount) -> None:
+    first, second = write_wav(tmp_path / "1.wav", 100_000, seed=1), write_wav(tmp_path / "2.wav", 100_000, seed=2)
+    with start_service(tmp_path, local_pds, RELAY_ACCOUNT_QUOTA_BYTES=150_000) as service:
+        published = service.publish(account, first)
+        assert published.status_code == 200, published.text
+        refused = service.publish(account, second)
+        assert refused.status_code == 413
+        assert refused.json() == {
+            "error": "QuotaExceeded",
+            "message": "the account's audio would exceed its quota of 150000 bytes (100000 bytes used)",
+        }
+        assert len(service.objects()) == 1 and len(service.pds_records(account)) == 1
+        # A second account has a quota of its own; and once the first track goes, the room comes back.
+        other = local_pds.create_account("quota2")
+        assert service.publish(other, second).status_code == 200
+        assert service.call("app.relay.track.delete", account, {"uri": published.json()["uri"]}).status_code == 200
+        assert service.publish(account, first).status_code == 200
+
+
+def test_the_services_upload_budget_is_shared_by_every_account(tmp_path: Path, local_pds: LocalPds) -> None:
+    """More accounts (a stranger's PDS can make as many as it likes) do not buy more bytes."""
+    files = [write_wav(tmp_path / f"{n}.wav", 100_000, seed=n) for n in range(3)]
+    accounts = [local_pds.create_account(f"budget{n}") for n in range(3)]
+    with start_service(tmp_path, local_pds, RELAY_UPLOAD_BUDGET_BYTES_PER_HOUR=250_000) as service:
+        assert [service.publish(a, f).status_code for a, f in zip(accounts[:2], files[:2], strict=True)] == [200, 200]
+        refused = service.publish(accounts[2], files[2])
+        assert refused.status_code == 429
+        assert refused.json()["error"] == "RateLimitExceeded"
+        assert refused.json()["message"].startswith(
+            "too many uploads: the service's upload budget for the hour is spent: retry in "
+        )
+        assert int(refused.headers["retry-after"]) > 60
+        assert service.pds_records(accounts[2]) == [] and len(service.objects()) == 2
+        assert spooled_uploads() == []

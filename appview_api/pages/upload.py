@@ -17,13 +17,20 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
-from appview_api.errors import InvalidRequest, PayloadTooLarge, RequestError, UnsupportedAudio
+from appview_api.errors import (
+    InvalidRequest,
+    PayloadTooLarge,
+    RateLimited,
+    RequestError,
+    RequestTimeout,
+    UnsupportedAudio,
+)
 from appview_api.pages.render import track_path
 from appview_api.pages.security import CSRF_FIELD
 from appview_api.pages.staging import Staged, Staging
 from appview_api.pages.web import Viewer, Web
 from appview_api.publish.routes import Publishing
-from appview_api.publish.upload import TEXT_FIELDS, spool_form
+from appview_api.publish.upload import TEXT_FIELDS
 from appview_api.xrpc import answer
 from indexer.atproto import tid
 from indexer.atproto.nsid import TRACK_COLLECTION
@@ -54,15 +61,8 @@ class UploadPages:
     async def preview(self, request: Request) -> Response:
         viewer = await self._web.signed_in(request)
         self._web.csrf.check_origin(request)  # before a byte of the upload is read
-        headers = request.headers
         try:
-            async with spool_form(
-                request.stream(),
-                headers.get("content-type"),
-                headers.get("content-length"),
-                self._publishing.max_upload_bytes,
-                FORM_FIELDS,
-            ) as form:
+            async with self._publishing.receive(request, viewer.did, FORM_FIELDS) as form:
                 self._web.csrf.check(request, form.fields.pop(CSRF_FIELD, None))
                 try:
                     self._publishing.limit(viewer.did)
@@ -73,7 +73,7 @@ class UploadPages:
                 except RequestError as exc:
                     return self._form(request, form.fields, exc)
                 staged = self._staging.stage(viewer.did, form, rkey)
-        except (UnsupportedAudio, PayloadTooLarge, InvalidRequest) as exc:
+        except (UnsupportedAudio, PayloadTooLarge, InvalidRequest, RequestTimeout, RateLimited) as exc:
             return self._form(request, {}, exc)  # refused while it streamed in: the typed fields are gone too
         return self._preview(request, viewer, staged, dry)
 

@@ -156,6 +156,7 @@ class Publisher:
             if written.rev is not None:
                 audio = stored_audio(record["audioUrl"], info.content_type)
                 await self._ingest(local_commit(session.did, rkey, written.rev, written.cid, record), audio, session)
+            await self._index.record_upload(session.did, key, form.size)  # its weight, for the account's quota
         log.info("published uri=%s key=%s size=%d new_object=%s", written.uri, key, form.size, created)
         return {"uri": written.uri, "cid": written.cid, "record": record}
 

@@ -10,11 +10,12 @@ into a file in the system temp directory (TMPDIR), removed when the request is d
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import os
 import tempfile
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
@@ -22,7 +23,7 @@ from typing import BinaryIO
 from python_multipart.multipart import MultipartParseError, MultipartParser, parse_options_header
 
 from appview_api.audio.format import HEAD_BYTES, sniff
-from appview_api.errors import InvalidRequest, PayloadTooLarge
+from appview_api.errors import InvalidRequest, PayloadTooLarge, RequestError, RequestTimeout
 
 FILE_FIELD = "audio"
 TEXT_FIELDS = frozenset({"title", "artist", "album"})
@@ -60,8 +61,10 @@ class FormSpooler:
         path: Path,
         max_file_bytes: int,
         text_fields: frozenset[str] = TEXT_FIELDS,
+        refuse: Callable[[int], RequestError] = too_large,
     ) -> None:
         self._text_fields = text_fields
+        self._refuse = refuse
         self._sink = sink
         self._path = path
         self._max_file_bytes = max_file_bytes
@@ -140,7 +143,7 @@ class FormSpooler:
             return
         self._size += end - start
         if self._size > self._max_file_bytes:
-            raise too_large(self._max_file_bytes)
+            raise self._refuse(self._max_file_bytes)
         piece = data[start:end]
         self._hash.update(piece)
         self._sink.write(piece)
@@ -175,32 +178,64 @@ def boundary_of(content_type: str | None) -> bytes:
     return boundary
 
 
+@dataclass(frozen=True)
+class Limits:
+    """How much of a body is taken: `max_file_bytes` (over it, `refuse(max_file_bytes)`), with no pause
+    longer than `read_timeout` seconds between chunks, each chunk spent from `charge` (which raises when
+    the service's budget is out)."""
+
+    max_file_bytes: int
+    read_timeout: float | None = None
+    charge: Callable[[int], None] | None = None
+    refuse: Callable[[int], RequestError] = too_large
+
+
 @contextlib.asynccontextmanager
 async def spool_form(
     body: AsyncIterable[bytes],
     content_type: str | None,
     content_length: str | None,
-    max_file_bytes: int,
+    limits: Limits | int,
     text_fields: frozenset[str] = TEXT_FIELDS,
 ) -> AsyncIterator[Form]:
     """Read the whole form into a temporary file that exists until the block exits (raising or not);
     `text_fields` are the form's text fields besides the file (the web form adds its CSRF token)."""
+    if isinstance(limits, int):
+        limits = Limits(limits)
     boundary = boundary_of(content_type)
+    max_file_bytes = limits.max_file_bytes
     max_body = max_file_bytes + FORM_OVERHEAD_BYTES
     if content_length is not None and content_length.isdigit() and int(content_length) > max_body:
-        raise too_large(max_file_bytes)  # declared too large: refused before a byte of it is read
+        raise limits.refuse(max_file_bytes)  # declared too large: refused before a byte of it is read
     fd, name = tempfile.mkstemp(prefix="relay-upload-", suffix=".part")
     path = Path(name)
     try:
         with os.fdopen(fd, "wb") as sink:
-            spooler = FormSpooler(boundary, sink, path, max_file_bytes, text_fields)
+            spooler = FormSpooler(boundary, sink, path, max_file_bytes, text_fields, limits.refuse)
             received = 0
-            async for chunk in body:
+            async for chunk in _paced(body, limits.read_timeout):
                 received += len(chunk)
                 if received > max_body:
-                    raise too_large(max_file_bytes)
+                    raise limits.refuse(max_file_bytes)
+                if limits.charge is not None:
+                    limits.charge(len(chunk))
                 spooler.feed(chunk)
             form = spooler.finish()
         yield form
     finally:
         path.unlink(missing_ok=True)
+
+
+async def _paced(body: AsyncIterable[bytes], seconds: float | None) -> AsyncIterator[bytes]:
+    """The body's chunks, refusing a pause longer than `seconds`: a client that stops sending mid-upload
+    must not hold a temporary file (and a connection) until it gives up on its own."""
+    chunks = aiter(body)
+    while True:
+        try:
+            chunk = await asyncio.wait_for(anext(chunks), seconds)
+        except StopAsyncIteration:
+            return
+        except TimeoutError:
+            raise RequestTimeout(f"no bytes of the upload arrived for {seconds:g} s") from None
+        yield chunk
+

@@ -336,6 +336,20 @@ class DuckDBStore:
         self.generation += 1
 
     @_guarded
+    def account_bytes(self, did: str) -> int:
+        row = self.reader().execute(
+            "SELECT coalesce(sum(u.size), 0) FROM uploads u WHERE u.did = ? AND EXISTS ("
+            " SELECT 1 FROM tracks t WHERE t.did = u.did AND NOT t.deleted AND ends_with(t.audio_url, '/' || u.key))",
+            [did],
+        ).fetchone()
+        return int(row[0]) if row else 0
+
+    @_guarded
+    def record_upload(self, did: str, key: str, size: int) -> None:
+        with self._transaction() as con:
+            con.execute("INSERT OR REPLACE INTO uploads VALUES (?, ?, ?, ?)", [did, key, size, now_us()])
+
+    @_guarded
     def rewind(self, time_us: int, source: str | None) -> None:
         with self._transaction() as con:
             con.execute("INSERT OR REPLACE INTO cursor VALUES (1, ?, ?, ?)", [time_us, source, now_us()])

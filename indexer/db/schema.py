@@ -111,4 +111,15 @@ MIGRATIONS: tuple[str, ...] = (
         expires_us BIGINT NOT NULL
     );
     """,
+    # What each account's published audio weighs: the per-account quota counts the objects its live
+    # tracks use (an object two accounts share counts for both).
+    """
+    CREATE TABLE uploads (
+        did VARCHAR NOT NULL,
+        key VARCHAR NOT NULL,
+        size BIGINT NOT NULL,
+        created_us BIGINT NOT NULL,
+        PRIMARY KEY (did, key)
+    );
+    """,
 )

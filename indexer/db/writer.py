@@ -45,6 +45,9 @@ class Writer:
     async def record_audio(self, results: Iterable[AudioResult]) -> None:
         await self._run(self.store.record_audio, list(results))
 
+    async def record_upload(self, did: str, key: str, size: int) -> None:
+        await self._run(self.store.record_upload, did, key, size)
+
     async def set_handles(self, handles: Mapping[str, str | None]) -> None:
         await self._run(self.store.set_handles, dict(handles))
 

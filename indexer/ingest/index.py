@@ -95,6 +95,10 @@ class Index:
             self.writer.set_meta(key, stored)
         return stored
 
+    async def record_upload(self, did: str, key: str, size: int) -> None:
+        """What an account's published object weighs, for its quota."""
+        await self.writer.record_upload(did, key, size)
+
     # -- web sign-in sessions (sealed by the API; see Store) -----------------------------------------
 
     async def save_oauth_session(self, key: str, did: str, sealed: bytes) -> None:
@@ -124,6 +128,9 @@ class Index:
 
     def key_in_use(self, key: str, besides: tuple[str, str] | None = None) -> bool:
         return self.store.key_in_use(key, besides)
+
+    def account_bytes(self, did: str) -> int:
+        return self.store.account_bytes(did)
 
     def writes_failing(self) -> tuple[float, str] | None:
         """(seconds, reason) while writes keep failing; None once one succeeds."""
