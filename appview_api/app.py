@@ -38,6 +38,7 @@ from indexer import __version__
 from indexer.config import Settings
 from indexer.errors import StoreError
 from indexer.ingest.index import Index
+from indexer.net.outbound import Outbound
 
 log = logging.getLogger(__name__)
 
@@ -53,8 +54,9 @@ def create_app(settings: Settings, index: Index, *, indexer_status: IndexerStatu
     api = methods.Api(index, codec, pool)
     api.sync.load()
     table = methods.table()
-    publishing = Publishing(settings, index)
-    oauth = OAuth(settings, index)
+    outbound = Outbound(settings)  # one DNS resolver and SSRF guard for every fetch the API makes
+    publishing = Publishing(settings, index, outbound)
+    oauth = OAuth(settings, index, outbound)
     site = Site(settings, api, publishing, oauth)
 
     async def xrpc(request: Request) -> Response:
@@ -107,6 +109,7 @@ def create_app(settings: Settings, index: Index, *, indexer_status: IndexerStatu
             following.cancel()
             await publishing.aclose()
             await oauth.aclose()
+            await outbound.aclose()
             site.close()
             pool.shutdown(wait=True, cancel_futures=True)
             gc.unfreeze()  # the catalog was frozen at load (see sync.py); let shutdown collect it

@@ -84,7 +84,7 @@ def _settings(args: argparse.Namespace) -> Settings:
 def _opened(settings: Settings) -> Iterator[Index]:
     store = open_store(settings)
     try:
-        index = Index(store, max_future_us=settings.ingest.max_future_us)
+        index = Index(store, max_future_us=settings.ingest.max_future_us, verify=settings.proofs.verify_records)
         try:
             yield index
         finally:

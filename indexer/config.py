@@ -104,6 +104,19 @@ class AudioCheckSettings:
     timeout_seconds: float = setting("RELAY_AUDIO_TIMEOUT_SECONDS", 10.0)
     retries: int = setting("RELAY_AUDIO_RETRIES", 3)
     recheck_seconds: float = setting("RELAY_AUDIO_RECHECK_SECONDS", 86400.0)
+    # Link rot: answers older than recheck_seconds are asked again, at most this many an hour, spread out.
+    rechecks_per_hour: int = setting("RELAY_AUDIO_RECHECKS_PER_HOUR", 600)
+
+
+@dataclass(frozen=True)
+class ProofSettings:
+    """Record proofs: a record from the stream shows only once its PDS proves it (indexer/net/prover.py)."""
+
+    verify_records: bool = setting("RELAY_VERIFY_RECORDS", True)
+    concurrency: int = setting("RELAY_PROOF_CONCURRENCY", 32)
+    per_host: int = setting("RELAY_PROOF_PER_HOST", 8)
+    timeout_seconds: float = setting("RELAY_PROOF_TIMEOUT_SECONDS", 10.0)
+    retries: int = setting("RELAY_PROOF_RETRIES", 3)  # attempts for a PDS that fails or is busy, then later
 
 
 @dataclass(frozen=True)
@@ -187,6 +200,7 @@ class Settings:
     net: NetworkSettings = field(default_factory=NetworkSettings)
     audio: AudioCheckSettings = field(default_factory=AudioCheckSettings)
     identity: IdentitySettings = field(default_factory=IdentitySettings)
+    proofs: ProofSettings = field(default_factory=ProofSettings)
     api: ApiSettings = field(default_factory=ApiSettings)
     publish: PublishSettings = field(default_factory=PublishSettings)
     storage: StorageSettings = field(default_factory=StorageSettings)

@@ -8,6 +8,11 @@ EVENTS_APPLIED = Counter(
 )
 REJECTIONS = Counter("relay_rejections_total", "Frames or records refused at ingest, by reason.", ["reason"])
 AUDIO_CHECKS = Counter("relay_audio_checks_total", "Finished audio URL checks, by outcome.", ["outcome"])
+PROOFS = Counter(
+    "relay_record_proofs_total", "Records asked of their PDS, by outcome (proven, superseded, forged, unreachable).",
+    ["outcome"],
+)
+HANDLES = Counter("relay_handle_checks_total", "Handles checked against their DID, by outcome.", ["outcome"])
 INDEXER_LAG = Gauge("relay_indexer_lag_seconds", "Wall clock minus the time_us of the stored cursor.")
 RECONNECTS = Counter("relay_jetstream_reconnects_total", "Jetstream reconnects, by reason.", ["reason"])
 REQUESTS = Counter("relay_http_requests_total", "API requests, by endpoint and status.", ["endpoint", "status"])

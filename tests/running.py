@@ -29,6 +29,7 @@ def indexer_settings(jetstream_url: str, **variables: Any) -> Settings:
         "RELAY_BACKOFF_MIN_SECONDS": 0.01,
         "RELAY_BACKOFF_MAX_SECONDS": 0.05,
         "RELAY_STALL_SECONDS": 2.0,
+        "RELAY_VERIFY_RECORDS": False,  # synthetic streams: no PDS holds these records (proof tests turn it on)
     }
     return make_settings(defaults, **variables)
 
@@ -36,7 +37,7 @@ def indexer_settings(jetstream_url: str, **variables: Any) -> Settings:
 @contextlib.asynccontextmanager
 async def running_indexer(settings: Settings, store: Store, cursor: int | None) -> AsyncIterator[Indexer]:
     checker = AudioChecker(settings.audio, settings.net, retry_base_seconds=0.01)
-    index = Index(store, max_future_us=settings.ingest.max_future_us)
+    index = Index(store, max_future_us=settings.ingest.max_future_us, verify=settings.proofs.verify_records)
     indexer = Indexer(settings, index, replay_from=cursor, checker=checker)
     task = asyncio.create_task(indexer.run())
     try:

@@ -52,6 +52,7 @@ async def start(args: list[str], db: Path, server: JetstreamServer, stderr: bool
         "RELAY_ALLOW_INSECURE": "true",
         "RELAY_PLC_URL": "http://127.0.0.1:9",
         "RELAY_BATCH_SIZE": "1000",
+        "RELAY_VERIFY_RECORDS": "false",  # synthetic records: no PDS holds them
         "RELAY_LOG_LEVEL": "WARNING",
     }
     pipe = asyncio.subprocess.PIPE if stderr else None

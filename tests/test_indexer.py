@@ -25,8 +25,10 @@ from tests.waiting import eventually
 pytestmark = pytest.mark.slow  # end to end: real processes and servers
 
 
-def config(server: JetstreamServer, plc_url: str, **variables: Any) -> Settings:
-    return indexer_settings(server.url, RELAY_PLC_URL=plc_url, **variables)
+def config(server: JetstreamServer, plc_url: str, nameserver: str | None = None, **variables: Any) -> Settings:
+    """`nameserver`: the DNS by which the PDS's handles resolve back (LocalPds.nameserver)."""
+    dns = {"RELAY_DNS_NAMESERVERS": nameserver} if nameserver else {}
+    return indexer_settings(server.url, RELAY_PLC_URL=plc_url, **dns, **variables)
 
 
 def create(did: str, url: str, title: str = "Song", t: int | None = None, **record: Any) -> dict[str, Any]:
@@ -67,7 +69,9 @@ async def test_tracks_are_checked_and_only_real_audio_is_verified(
         create(alice.did, audio_server.url("/audio/bad.mp3"), "Bad type", fileType="aac"),
     ]
     async with JetstreamServer(events) as server:
-        async with running(config(server, local_pds.plc_url), tmp_path / "db.duckdb", events[0]["time_us"]) as indexer:
+        async with running(
+            config(server, local_pds.plc_url, local_pds.nameserver), tmp_path / "db.duckdb", events[0]["time_us"]
+        ) as indexer:
             await eventually(lambda: query(indexer, "SELECT count(*) FROM tracks WHERE audio_state <> 'pending'") == [(5,)])
             await eventually(lambda: query(indexer, "SELECT handle FROM accounts") == [(alice.handle,)])
             states = dict(query(indexer, "SELECT title, audio_state FROM tracks"))
@@ -89,7 +93,9 @@ async def test_identity_event_refreshes_the_handle_from_the_did_document(
     bob = local_pds.create_account("ixbob")
     first = create(bob.did, audio_server.url("/audio/b.mp3"))
     async with JetstreamServer([first]) as server:
-        async with running(config(server, local_pds.plc_url), tmp_path / "db.duckdb", first["time_us"]) as indexer:
+        async with running(
+            config(server, local_pds.plc_url, local_pds.nameserver), tmp_path / "db.duckdb", first["time_us"]
+        ) as indexer:
             await eventually(lambda: query(indexer, "SELECT handle FROM accounts") == [(bob.handle,)])
             new_handle = f"r{bob.handle}"
             response = httpx.post(
@@ -98,6 +104,7 @@ async def test_identity_event_refreshes_the_handle_from_the_did_document(
                 headers=bob.auth_headers,
             )
             assert response.status_code == 200, response.text
+            local_pds.prove_handle(new_handle, bob.did)
             # The event claims a different handle: the indexer must believe the DID document, not the event.
             server.append(identity(bob.did, "liar.test"))
             await eventually(lambda: query(indexer, "SELECT handle FROM accounts") == [(new_handle,)])

@@ -65,13 +65,14 @@ def test_track_rows_carry_the_record_and_tombstones_carry_nothing() -> None:
         "deleted": False, "title": "Song", "artist": "Artist", "album": None,
         "audio_url": "https://audio.example.r2.dev/a.mp3", "file_type": "mp3", "duration": None,
         "created_at": "2026-05-25T14:00:00.000Z", "created_us": 1779717600000000, "event_time_us": 1779719009132432,
-        "first_seen_us": 1779719009132432,
+        "first_seen_us": 1779719009132432, "proof": "pending",  # the stream's record waits for its PDS's proof
     }
     assert tombstone == {
         "did": A, "rkey": "3mmoojp7etg2g", "rev": "3mmoojp7vgo2c", "cid": None, "deleted": True, "title": None,
         "artist": None, "album": None, "audio_url": None, "file_type": None, "duration": None, "created_at": None,
         "created_us": None, "event_time_us": 1779719009132433,
         "first_seen_us": 1779719009132431,  # the create came first: a new row is first seen at the create
+        "proof": "pending",  # a deletion is proven too: a forged one would hide a real track
     }
 
 

@@ -21,6 +21,7 @@ from starlette.applications import Starlette
 from appview_api.oauth.service import OAuth
 from indexer.db.duckdb_store import DuckDBStore
 from indexer.ingest.index import Index
+from indexer.net.outbound import Outbound
 from tests.builders import make_settings
 from tests.fixtures.api import ThreadedServer
 from tests.fixtures.pds import LocalPds, running_pds
@@ -59,7 +60,8 @@ async def deployment(tmp_path: Path) -> AsyncIterator[Deployment]:
         )
         store = DuckDBStore(tmp_path / "relay.duckdb")
         index = Index(store, max_future_us=0)
-        oauth = OAuth(settings, index)
+        outbound = Outbound(settings)
+        oauth = OAuth(settings, index, outbound)
         app = Starlette(routes=oauth.routes())
         tls = {"ssl_certfile": str(certificates.cert), "ssl_keyfile": str(certificates.key)}
         try:
@@ -67,6 +69,7 @@ async def deployment(tmp_path: Path) -> AsyncIterator[Deployment]:
                 yield Deployment(base_url, oauth, index, store, pds)
         finally:
             await oauth.aclose()
+            await outbound.aclose()
             index.close()
             store.close()
 
@@ -96,12 +99,14 @@ async def test_the_client_key_is_generated_once_kept_sealed_and_published(deploy
     stored = deployment.store.meta("oauth_client_key")
     assert stored is not None and '"d"' not in stored and client.key.as_dict(private=True)["d"] not in stored
     settings = make_settings(RELAY_PUBLIC_URL=deployment.base_url, RELAY_SESSION_SECRET=SESSION_SECRET)
-    again = OAuth(settings, deployment.index)  # a restart: the same key, read back from the database
+    outbound = Outbound(settings)
+    again = OAuth(settings, deployment.index, outbound)  # a restart: the same key, read back from the database
     try:
         assert again.client is not None and again.client.key is not None
         assert again.client.key.thumbprint() == client.key.thumbprint()
     finally:
         await again.aclose()
+        await outbound.aclose()
     async with httpx.AsyncClient(verify=False) as http:  # our own throwaway certificate
         url = f"https://127.0.0.1:{httpx.URL(deployment.base_url).port}"
         jwks = (await http.get(f"{url}/oauth/jwks.json")).json()

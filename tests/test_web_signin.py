@@ -258,7 +258,7 @@ async def test_a_stale_nonce_is_replaced_by_the_servers_fresh_one_at_the_auth_se
     stale = httpx.Response(200, headers={"DPoP-Nonce": "a-rotated-away-nonce"})
     sessions.nonces.remember(origin, stale)  # as if the servers had moved on since
 
-    pds = Pds(signin_parts.settings.identity, signin_parts.settings.net)
+    pds = Pds(signin_parts.settings.identity, signin_parts.outbound)
     try:
         session = await sessions.get(session_id)
         assert session is not None
@@ -344,7 +344,7 @@ async def test_a_write_refreshes_an_expired_token_first_and_a_refused_one_once(
     assert sessions is not None
     key = row_key(session_id)
     # Sessions are this process's own to change; the test changes its copy in memory as time would.
-    pds = Pds(signin_parts.settings.identity, signin_parts.settings.net)
+    pds = Pds(signin_parts.settings.identity, signin_parts.outbound)
     try:
         first = await sessions.get(session_id)
         assert first is not None

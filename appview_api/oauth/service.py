@@ -39,8 +39,8 @@ from appview_api.xrpc import json_response
 from indexer.config import Settings
 from indexer.errors import ConfigError
 from indexer.ingest.index import Index
-from indexer.net.identity import IdentityResolver
-from indexer.net.netguard import GuardedBackend, GuardedTransport
+from indexer.net.netguard import GuardedTransport
+from indexer.net.outbound import Outbound
 
 log = logging.getLogger(__name__)
 
@@ -52,10 +52,10 @@ _CLIENT_KEY_CONTEXT = "oauth-client-key"
 
 
 class OAuth:
-    def __init__(self, settings: Settings, index: Index) -> None:
+    def __init__(self, settings: Settings, index: Index, outbound: Outbound) -> None:
+        """`outbound`: the service's DNS, SSRF guard and DID documents (closed by its owner)."""
         allow_insecure = settings.net.allow_insecure
-        self._plc = httpx.AsyncClient(timeout=httpx.Timeout(settings.identity.timeout_seconds), trust_env=False)
-        transport = GuardedTransport(GuardedBackend(allow_loopback=allow_insecure), max_connections=MAX_CONNECTIONS)
+        transport = GuardedTransport(outbound.backend, max_connections=MAX_CONNECTIONS)
         self._http = httpx.AsyncClient(transport=transport, timeout=httpx.Timeout(TIMEOUT_SECONDS), trust_env=False)
         self.unavailable: str | None = None
         self.client: OAuthClient | None = None
@@ -80,7 +80,7 @@ class OAuth:
             return
         nonces = Nonces()
         tokens = Tokens(self.client, self._http, nonces)
-        identity = IdentityResolver.from_settings(settings.identity, self._plc, self._http)
+        identity = outbound.identity
         accounts = Accounts(
             identity, self._http, resolver_url=settings.web.handle_resolver_url, allow_insecure=allow_insecure
         )
@@ -103,7 +103,6 @@ class OAuth:
         return [Route(METADATA_PATH, self._metadata), Route(JWKS_PATH, self._jwks)]
 
     async def aclose(self) -> None:
-        await self._plc.aclose()
         await self._http.aclose()
 
     async def _metadata(self, request: Request) -> Response:

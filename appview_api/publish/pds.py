@@ -36,10 +36,11 @@ from appview_api.errors import (
 )
 from appview_api.publish.ratelimit import RateLimiter
 from indexer.atproto.nsid import TRACK_COLLECTION
-from indexer.config import IdentitySettings, NetworkSettings
+from indexer.config import IdentitySettings
 from indexer.errors import IdentityError, RelayError, UnsafeURL
-from indexer.net.identity import IdentityResolver
-from indexer.net.netguard import GuardedBackend, GuardedTransport, check_url
+from indexer.net.identity import Identity
+from indexer.net.netguard import GuardedTransport, check_url
+from indexer.net.outbound import Outbound
 
 PDS_TIMEOUT_SECONDS = 30.0
 MAX_CONNECTIONS = 32
@@ -119,19 +120,17 @@ def token_subject(token: str, now: float | None = None) -> str:
 
 
 class Pds:
-    def __init__(self, identity: IdentitySettings, net: NetworkSettings) -> None:
-        self._allow_insecure = net.allow_insecure
-        self._plc = httpx.AsyncClient(timeout=httpx.Timeout(identity.timeout_seconds), trust_env=False)
-        backend = GuardedBackend(allow_loopback=net.allow_insecure)
-        transport = GuardedTransport(backend, max_connections=MAX_CONNECTIONS)
+    def __init__(self, identity: IdentitySettings, outbound: Outbound) -> None:
+        """`outbound`: the service's DNS, SSRF guard and DID documents (closed by its owner)."""
+        self._allow_insecure = outbound.allow_insecure
+        transport = GuardedTransport(outbound.backend, max_connections=MAX_CONNECTIONS)
         self._http = httpx.AsyncClient(transport=transport, timeout=httpx.Timeout(PDS_TIMEOUT_SECONDS), trust_env=False)
-        self._identity = IdentityResolver.from_settings(identity, self._plc, self._http)
+        self._identity = outbound.identity
         # The token is not checked until its DID document is: a stranger's forged tokens must not buy
         # unlimited fetches. Cached documents cost nothing; fetches are capped a minute, for all callers.
         self._lookups = RateLimiter(identity.unauthenticated_lookups_per_minute)
 
     async def aclose(self) -> None:
-        await self._plc.aclose()
         await self._http.aclose()
 
     async def authenticate(self, authorization: str | None) -> Session:
@@ -157,7 +156,15 @@ class Pds:
         session = await self._call(identity.pds, "GET", "com.atproto.server.getSession", credentials=credentials)
         if session.get("did") != did:
             raise AuthRequired("the token's session belongs to another DID than the one it names")
-        return Session(did, identity.handle, identity.pds, credentials)
+        return Session(did, await self._shown_handle(identity), identity.pds, credentials)
+
+    async def _shown_handle(self, identity: Identity) -> str | None:
+        """The handle the index may show for the author: only one that resolves back to the DID. Not known
+        just now, none: the indexer's handle lookups settle it later."""
+        try:
+            return await self._identity.verified_handle(identity)
+        except IdentityError:
+            return None
 
     async def get_record(self, session: Session, rkey: str) -> StoredRecord | None:
         params = {"repo": session.did, "collection": TRACK_COLLECTION, "rkey": rkey}

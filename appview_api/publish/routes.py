@@ -28,6 +28,7 @@ from appview_api.xrpc import json_response, method
 from indexer.atproto import lexicons
 from indexer.config import Settings
 from indexer.ingest.index import Index
+from indexer.net.outbound import Outbound
 
 log = logging.getLogger(__name__)
 
@@ -44,9 +45,9 @@ class Publishing:
 
     NSIDS = (PUBLISH, UPDATE, DELETE)
 
-    def __init__(self, settings: Settings, index: Index) -> None:
+    def __init__(self, settings: Settings, index: Index, outbound: Outbound) -> None:
         self.storage: LocalStorage | R2Storage = make_storage(settings.storage, settings.api.base_url)
-        self._pds = Pds(settings.identity, settings.net)
+        self._pds = Pds(settings.identity, outbound)
         self._index = index
         self.publisher = Publisher(self.storage, self._pds, index)
         self._limiter = RateLimiter(settings.publish.rate_per_minute)

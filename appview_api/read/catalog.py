@@ -25,6 +25,7 @@ from appview_api.read.feed_order import FeedOrder
 from appview_api.read.search import Hit, Postings, rank
 from appview_api.read.views import payload
 from indexer.db.rows import AccountRow, TrackRow
+from indexer.net.identity import INVALID_HANDLE
 
 FeedKey = tuple[int, str, str]  # sort_us, did, rkey: the discovery and actor cursors' key
 _CACHED_ORDER = 256  # accounts with more tracks than this keep their sorted order between requests
@@ -88,11 +89,13 @@ class Catalog:
         for row in rows:
             number = self._number(row.did)
             account = self.accounts[number]
-            if account.handle is not None:
-                self._unclaim(account.handle.lower(), number)
+            old = _findable(account.handle)
+            if old is not None:
+                self._unclaim(old, number)
             account.handle, account.resolved_us = row.handle, row.resolved_us
-            if row.handle is not None:
-                self._by_handle.setdefault(row.handle.lower(), []).append(number)
+            new = _findable(row.handle)
+            if new is not None:
+                self._by_handle.setdefault(new, []).append(number)
             self.accounts_seen = max(self.accounts_seen, row.changed_us)
         self.version += 1
 
@@ -209,3 +212,10 @@ class Catalog:
     def _hit(self, score: int, doc: int) -> Hit:
         sort_us, did, rkey = self.key(doc)
         return Hit(score, sort_us, did, rkey)
+
+
+def _findable(handle: str | None) -> str | None:
+    """The key `actor=` finds a handle by: only one that resolved back to its DID (the indexer stores
+    `handle.invalid` for one that did not, and shows it, as Bluesky does)."""
+    return None if handle is None or handle == INVALID_HANDLE else handle.lower()
+

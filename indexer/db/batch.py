@@ -28,6 +28,7 @@ TRACK_SCHEMA = pa.schema(
         ("created_us", pa.int64()),
         ("event_time_us", pa.int64()),
         ("first_seen_us", pa.int64()),  # the stream time of the segment's first commit of this record
+        ("proof", pa.string()),  # pending (its PDS is asked), proven (we wrote it, or proved it), unverified
     ]
 )
 
@@ -84,3 +85,37 @@ class Batch:
     @property
     def has_changes(self) -> bool:
         return bool(self.segments or self.rejections or self.new_accounts)
+
+
+@dataclass(slots=True)
+class ProofMark:
+    """The verdict on a track row as the stream claimed it (its rev): proven or forged."""
+
+    did: str
+    rkey: str
+    rev: str
+    proof: str
+    reason: str | None = None
+
+
+@dataclass(slots=True)
+class ProofDelay:
+    """A proof that could not be had yet: asked again from `after_us`."""
+
+    did: str
+    rkey: str
+    rev: str
+    reason: str
+    after_us: int
+
+
+@dataclass(slots=True)
+class ProofOutcomes:
+    """What a run of proofs changes, in one transaction: marks on rows, waits, and records the PDS proved
+    newer than the stream's (applied at the PDS's rev, like any change: `superseded`)."""
+
+    marks: list[ProofMark] = field(default_factory=list)
+    delays: list[ProofDelay] = field(default_factory=list)
+    superseded: pa.Table | None = None
+    rejections: list[Rejection] = field(default_factory=list)
+    counts: dict[str, int] = field(default_factory=dict)

@@ -23,8 +23,8 @@ import pyarrow as pa
 
 from indexer import __version__
 from indexer.atproto.datetimes import iso_from_us
-from indexer.db.batch import AccountChange, Batch, Segment
-from indexer.db.rows import AccountRow, AudioResult, Status, StoredCursor, TrackRow
+from indexer.db.batch import AccountChange, Batch, ProofOutcomes, Segment
+from indexer.db.rows import AccountRow, AudioResult, ProofJob, Status, StoredCursor, TrackRow
 from indexer.db.schema import MIGRATIONS
 from indexer.db.store import NO_AUDIO, now_us
 from indexer.errors import StoreError, StoreUnavailable
@@ -35,7 +35,9 @@ P = ParamSpec("P")
 T = TypeVar("T")
 Con = duckdb.DuckDBPyConnection
 
-VISIBLE = "audio_state = 'verified' AND NOT deleted AND NOT hidden"
+# Shown: audio that answers, a record its PDS proved (or one nobody asked to prove: RELAY_VERIFY_RECORDS off),
+# and an active account.
+VISIBLE = "audio_state = 'verified' AND proof IN ('proven', 'unverified') AND NOT deleted AND NOT hidden"
 _TRACK_COLUMNS = (
     f"did, rkey, {VISIBLE}, cid, title, artist, album, audio_url, file_type, duration, created_at, indexed_us, "
     "sort_us, coalesce(changed_us, 0)"
@@ -129,6 +131,22 @@ class DuckDBStore:
     def unresolved_dids(self) -> list[str]:
         rows = self.reader().execute("SELECT did FROM accounts WHERE handle_resolved_us IS NULL").fetchall()
         return [did for (did,) in rows]
+
+    @_guarded
+    def pending_proofs(self, now_us: int) -> list[ProofJob]:
+        rows = self.reader().execute(
+            "SELECT did, rkey, rev, cid FROM tracks WHERE proof = 'pending' AND proof_after_us <= ?", [now_us]
+        ).fetchall()
+        return [ProofJob(*row) for row in rows]
+
+    @_guarded
+    def stale_audio(self, checked_before_us: int, limit: int) -> list[str]:
+        rows = self.reader().execute(
+            "SELECT url FROM audio_checks WHERE state IN ('verified', 'unavailable') AND checked_us < ? "
+            "ORDER BY checked_us LIMIT ?",
+            [checked_before_us, limit],
+        ).fetchall()
+        return [url for (url,) in rows]
 
     @_guarded
     def meta(self, key: str) -> str | None:
@@ -295,6 +313,34 @@ class DuckDBStore:
             )
         finally:
             con.unregister("changed")
+
+    @_guarded
+    def apply_proofs(self, outcomes: ProofOutcomes) -> list[str]:
+        stamp = self._stamp()
+        pending: list[str] = []
+        with self._transaction() as con:
+            if outcomes.superseded is not None:
+                pending = self._apply_tracks(con, outcomes.superseded, stamp)
+            if outcomes.marks:
+                # Only the row as it was proved: a newer event since then waits for its own proof.
+                con.executemany(
+                    "UPDATE tracks SET proof = ?, proof_reason = ?, changed_us = ? "
+                    "WHERE did = ? AND rkey = ? AND rev = ? AND proof = 'pending'",
+                    [(m.proof, m.reason, stamp, m.did, m.rkey, m.rev) for m in outcomes.marks],
+                )
+            if outcomes.delays:
+                con.executemany(
+                    "UPDATE tracks SET proof_reason = ?, proof_after_us = ? "
+                    "WHERE did = ? AND rkey = ? AND rev = ? AND proof = 'pending'",
+                    [(d.reason, d.after_us, d.did, d.rkey, d.rev) for d in outcomes.delays],
+                )
+            if outcomes.rejections:
+                con.executemany(
+                    "INSERT OR IGNORE INTO rejections VALUES (?, ?, ?, ?, ?)",
+                    [(r.uri, r.rev, r.reason, r.time_us, stamp) for r in outcomes.rejections],
+                )
+        self.generation += 1
+        return pending
 
     @_guarded
     def record_audio(self, results: Iterable[AudioResult]) -> None:
@@ -473,13 +519,15 @@ def _scalar(con: Con, sql: str) -> Any:
 
 
 _UPSERT_TRACKS = f"""
-INSERT INTO tracks
+INSERT INTO tracks (did, rkey, rev, cid, deleted, hidden, title, artist, album, audio_url, file_type, duration,
+                    created_at, created_us, indexed_us, sort_us, audio_state, event_time_us, changed_us,
+                    first_seen_us, proof, proof_reason, proof_after_us)
 SELECT s.did, s.rkey, s.rev, s.cid, s.deleted,
        coalesce(NOT a.active, false),
        s.title, s.artist, s.album, s.audio_url, s.file_type, s.duration, s.created_at, s.created_us,
        $now, greatest(0, least(coalesce(s.created_us, s.first_seen_us), s.first_seen_us)),
        CASE WHEN s.deleted THEN '{NO_AUDIO}' ELSE coalesce(c.state, 'pending') END,
-       s.event_time_us, $now, s.first_seen_us
+       s.event_time_us, $now, s.first_seen_us, s.proof, NULL, 0
 FROM staged s
 LEFT JOIN accounts a ON a.did = s.did
 LEFT JOIN audio_checks c ON c.url = s.audio_url AND c.checked_us > $fresh_after
@@ -492,7 +540,8 @@ ON CONFLICT (did, rkey) DO UPDATE SET
     audio_state = CASE
         WHEN excluded.audio_url IS NOT DISTINCT FROM tracks.audio_url AND tracks.audio_state <> '{NO_AUDIO}'
         THEN tracks.audio_state ELSE excluded.audio_state END,
-    event_time_us = excluded.event_time_us, changed_us = excluded.changed_us
+    event_time_us = excluded.event_time_us, changed_us = excluded.changed_us,
+    proof = excluded.proof, proof_reason = NULL, proof_after_us = 0
 WHERE excluded.rev > tracks.rev
 """
 

@@ -33,6 +33,16 @@ class AudioResult:
     content_type: str | None
 
 
+@dataclass(frozen=True, slots=True)
+class ProofJob:
+    """A record as the stream claimed it: the rev and CID its PDS must prove (cid None: a deletion)."""
+
+    did: str
+    rkey: str
+    rev: str
+    cid: str | None
+
+
 class TrackRow(NamedTuple):
     """A track as the API's catalog needs it; `visible` is verified audio, not deleted, not hidden."""
 

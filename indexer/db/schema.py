@@ -122,4 +122,13 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (did, key)
     );
     """,
+    # Record proofs (indexer/net/prover.py): a track shows only once its PDS proved it. `proof` is pending,
+    # proven, forged, or unverified (proofs turned off); a proof that could not be had waits for
+    # proof_after_us. Tracks indexed before proofs existed are proven now like any other.
+    """
+    ALTER TABLE tracks ADD COLUMN proof VARCHAR DEFAULT 'pending';
+    ALTER TABLE tracks ADD COLUMN proof_reason VARCHAR;
+    ALTER TABLE tracks ADD COLUMN proof_after_us BIGINT DEFAULT 0;
+    UPDATE tracks SET proof = CASE WHEN deleted THEN 'proven' ELSE 'pending' END;
+    """,
 )

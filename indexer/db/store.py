@@ -16,8 +16,8 @@ from collections.abc import Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager
 from typing import Protocol
 
-from indexer.db.batch import Batch
-from indexer.db.rows import AccountRow, AudioResult, Status, StoredCursor, TrackRow
+from indexer.db.batch import Batch, ProofOutcomes
+from indexer.db.rows import AccountRow, AudioResult, ProofJob, Status, StoredCursor, TrackRow
 
 NO_AUDIO = "none"  # audio_state of a tombstone
 
@@ -61,6 +61,14 @@ class Store(Protocol):
 
     def unresolved_dids(self) -> list[str]: ...
 
+    def pending_proofs(self, now_us: int) -> list[ProofJob]:
+        """Track rows whose record waits for its PDS's proof and may be asked now."""
+        ...
+
+    def stale_audio(self, checked_before_us: int, limit: int) -> list[str]:
+        """Audio URLs whose last answer (verified or unavailable) is older than that: link rot shows."""
+        ...
+
     def meta(self, key: str) -> str | None: ...
 
     def catalog(self) -> AbstractContextManager[CatalogSnapshot]: ...
@@ -83,6 +91,10 @@ class Store(Protocol):
 
     def apply(self, batch: Batch, source: str | None) -> list[str]:
         """Commit a batch with its cursor; return the audio URLs that now need a check."""
+        ...
+
+    def apply_proofs(self, outcomes: ProofOutcomes) -> list[str]:
+        """Record what PDSes proved; returns the audio URLs of superseded records that now need a check."""
         ...
 
     def record_audio(self, results: Iterable[AudioResult]) -> None:

@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
 from indexer import metrics
-from indexer.db.batch import Batch
+from indexer.db.batch import Batch, ProofOutcomes
 from indexer.db.rows import AudioResult
 from indexer.db.store import Store
 
@@ -40,6 +40,12 @@ class Writer:
         """Commit a planned batch with its cursor; returns the audio URLs that now need a check."""
         pending = await self._run(self.store.apply, batch, source)
         _count(batch)
+        return pending
+
+    async def apply_proofs(self, outcomes: ProofOutcomes) -> list[str]:
+        pending = await self._run(self.store.apply_proofs, outcomes)
+        for outcome, n in outcomes.counts.items():
+            metrics.PROOFS.labels(outcome=outcome).inc(n)
         return pending
 
     async def record_audio(self, results: Iterable[AudioResult]) -> None:

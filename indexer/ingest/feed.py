@@ -213,7 +213,8 @@ def _child_main(sock: socket.socket, start: Start) -> None:
 class _FeedProcess:
     def __init__(self, start: Start) -> None:
         self._max_future_us = start.max_future_us
-        self._planner = Planner(start.known, start.max_future_us)
+        self._verify = start.settings.proofs.verify_records
+        self._planner = Planner(start.known, start.max_future_us, verify=self._verify)
         # Two batches in flight: the consumer keeps receiving while the parent commits the older one.
         self._consumer = Consumer(
             start.settings.ingest, self._emit, start.cursor, rewind_first=start.rewind_first, max_in_flight=2
@@ -261,7 +262,7 @@ class _FeedProcess:
         if not ack.committed:
             self._refused_connection = max(self._refused_connection, connection)
             if ack.known is not None:
-                self._planner = Planner(ack.known, self._max_future_us)
+                self._planner = Planner(ack.known, self._max_future_us, verify=self._verify)
             raise BatchRefused("the indexing process did not commit the batch")
 
     async def _control(self, reader: asyncio.StreamReader) -> None:

@@ -23,7 +23,7 @@ from indexer.db.rows import AudioResult, AudioState, Status, StoredCursor
 from indexer.db.store import CatalogSnapshot, Store, now_us
 from indexer.db.writer import Writer
 from indexer.ingest.events import Commit
-from indexer.ingest.planner import Planner
+from indexer.ingest.planner import PROVEN, Planner
 
 STORED_HERE = "stored by this service while publishing"
 _CURSOR_SECRET_KEY = "api_cursor_secret"
@@ -43,11 +43,13 @@ def local_commit(did: str, rkey: str, rev: str, cid: str | None, record: dict[st
 
 
 class Index:
-    def __init__(self, store: Store, *, max_future_us: int) -> None:
+    def __init__(self, store: Store, *, max_future_us: int, verify: bool = True) -> None:
+        """`verify`: records from the stream wait for their PDS's proof (RELAY_VERIFY_RECORDS)."""
         self.store = store
         self.writer = Writer(store)
         self._max_future_us = max_future_us
-        self.planner = Planner(store.known_accounts(), max_future_us)
+        self._verify = verify
+        self.planner = Planner(store.known_accounts(), max_future_us, verify=verify)
         self.on_new_accounts: NewAccounts | None = None  # the Indexer tells its feed process
 
     def close(self) -> None:
@@ -61,7 +63,8 @@ class Index:
             pending = await self.writer.apply(batch, source)
         except Exception:
             # Rolled back: forget the accounts learned from batches that were not stored.
-            self.planner = Planner(await asyncio.to_thread(self.store.known_accounts), self._max_future_us)
+            known = await asyncio.to_thread(self.store.known_accounts)
+            self.planner = Planner(known, self._max_future_us, verify=self._verify)
             raise
         self.planner.known.update(batch.new_accounts)
         return pending
@@ -71,7 +74,8 @@ class Index:
         (so the track is stored verified); `handle` is the DID document's, for an account new here."""
         if audio is not None:
             await self.writer.record_audio([audio])
-        batch = self.planner.plan([commit])
+        # Proven: its PDS itself just answered the write made here, under the author's session.
+        batch = self.planner.plan([commit], proof=PROVEN)
         batch.cursor = None  # not a Jetstream event: the stream's cursor must not move
         await self.commit(batch, None)
         if batch.new_accounts:

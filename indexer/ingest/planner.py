@@ -35,6 +35,7 @@ from indexer.errors import InvalidRecord
 from indexer.ingest.events import Account, Commit, Event, Identity
 
 MAX_REJECTED_CHARS = 300  # what a rejection keeps of a stranger's URI and reason
+PENDING, PROVEN, UNVERIFIED = "pending", "proven", "unverified"  # a track's proof (see indexer/net/prover.py)
 
 
 @dataclass(slots=True)
@@ -48,6 +49,7 @@ class TrackChange:
     track: Track | None
     time_us: int
     first_us: int  # the stream time of the segment's first commit of the record: a new row is first seen then
+    proof: str
 
 
 @dataclass(slots=True)
@@ -64,11 +66,18 @@ class _Segment:
 class Planner:
     """Holds the indexed accounts and the stream time each was first seen at (seeded from the store)."""
 
-    def __init__(self, known: Mapping[str, int] | None = None, max_future_us: int = 86_400_000_000) -> None:
+    def __init__(
+        self, known: Mapping[str, int] | None = None, max_future_us: int = 86_400_000_000, *, verify: bool = True
+    ) -> None:
+        """`verify`: a record from the stream waits for its PDS to prove it ("pending"); off, "unverified"."""
         self.known: dict[str, int] = dict(known or {})
         self.max_future_us = max_future_us
+        self.proof = PENDING if verify else UNVERIFIED
 
-    def plan(self, events: list[Event]) -> Batch:
+    def plan(self, events: list[Event], proof: str | None = None) -> Batch:
+        """`proof`: what the records are known to be, when not what the stream claims (a record this
+        service just wrote to its PDS is `proven`)."""
+        proof = proof or self.proof
         batch = Batch()
         counts: Counter[str] = Counter()
         segments = [_Segment()]
@@ -76,7 +85,7 @@ class Planner:
             if batch.cursor is None or event.time_us > batch.cursor:
                 batch.cursor = event.time_us
             if isinstance(event, Commit):
-                self._commit(event, segments[-1], batch, counts)
+                self._commit(event, segments[-1], batch, counts, proof)
             elif isinstance(event, Account):
                 self._account(event, segments, counts)
             elif isinstance(event, Identity) and event.did in self.known:
@@ -86,7 +95,7 @@ class Planner:
         batch.counts = dict(counts)
         return batch
 
-    def _commit(self, commit: Commit, segment: _Segment, batch: Batch, counts: Counter[str]) -> None:
+    def _commit(self, commit: Commit, segment: _Segment, batch: Batch, counts: Counter[str], proof: str) -> None:
         if commit.collection != TRACK_COLLECTION:
             counts["ignored"] += 1
             return
@@ -106,7 +115,7 @@ class Planner:
             return
         first_us = commit.time_us if previous is None else previous.first_us
         segment.tracks[key] = TrackChange(
-            commit.did, commit.rkey, commit.rev, commit.cid, track, commit.time_us, first_us
+            commit.did, commit.rkey, commit.rev, commit.cid, track, commit.time_us, first_us, proof
         )
         segment.track_dids.add(commit.did)
         counts[commit.operation] += 1
@@ -172,6 +181,7 @@ def track_table(changes: list[TrackChange]) -> pa.Table:
         [t.created_us if t else None for t in tracks],
         [c.time_us for c in changes],
         [c.first_us for c in changes],
+        [c.proof for c in changes],
     ]
     return pa.Table.from_arrays(
         [pa.array(values, column.type) for values, column in zip(columns, TRACK_SCHEMA, strict=True)],

@@ -1,6 +1,7 @@
 """The indexer as one long-running object: a feed process (Jetstream → planned batches) → the index's
-writer, with audio checks and handle lookups running beside it. `serve` runs it next to the API; `index`
-and `replay` run it alone.
+writer, with the work each change brings running beside it: proofs of records by their PDS, audio checks,
+handle lookups, and the slow recheck of audio that answered (link rot). `serve` runs it next to the API;
+`index` and `replay` run it alone.
 """
 
 from __future__ import annotations
@@ -8,23 +9,29 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import random
 import time
 
-import httpx
+import pyarrow.compute as pc
 
 from indexer import metrics
 from indexer.config import Settings
 from indexer.db.batch import Batch
-from indexer.db.rows import AudioResult
+from indexer.db.rows import AudioResult, ProofJob
+from indexer.db.store import now_us
 from indexer.errors import StoreError
 from indexer.ingest.feed import Ack, Feed, Start
 from indexer.ingest.index import Index
+from indexer.ingest.planner import PENDING
+from indexer.ingest.proofs import outcomes
 from indexer.ingest.workqueue import WorkQueue
 from indexer.net.audio_check import AudioChecker
-from indexer.net.identity import IdentityResolver
-from indexer.net.netguard import GuardedBackend, GuardedTransport
+from indexer.net.outbound import Outbound
+from indexer.net.prover import ProofResult, Prover
 from indexer.runtime import tune_for_ingest
+
+PROOF_SWEEP_SECONDS = 30.0  # how often proofs that had to wait are looked for
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +44,7 @@ class Indexer:
         *,
         replay_from: int | None = None,
         checker: AudioChecker | None = None,
-        identity: IdentityResolver | None = None,
+        outbound: Outbound | None = None,
     ) -> None:
         """`replay_from` rewinds the stored cursor and starts exactly there; otherwise the indexer resumes
         a few seconds before the stored cursor, as on any reconnect."""
@@ -49,13 +56,15 @@ class Indexer:
         tune_for_ingest()
         index.on_new_accounts = self._follow_accounts
         self._checker = checker
-        self._identity = identity
+        self._outbound = outbound
         stored = index.cursor()
         self.cursor = stored.time_us if stored else None
         self._feed: Feed | None = None
         self._stopping = asyncio.Event()
         self.audio: WorkQueue[str, AudioResult] | None = None
         self.handles: WorkQueue[str, tuple[str, str | None] | None] | None = None
+        self.proofs: WorkQueue[ProofJob, ProofResult] | None = None
+        self._unreachable: dict[ProofJob, int] = {}  # jobs whose PDS could not answer, and how often
 
     def stop(self) -> None:
         self._stopping.set()
@@ -69,21 +78,35 @@ class Indexer:
             "cursor": self.cursor,
             "audioChecksOutstanding": self.audio.outstanding if self.audio else 0,
             "handleLookupsOutstanding": self.handles.outstanding if self.handles else 0,
+            "proofsOutstanding": self.proofs.outstanding if self.proofs else 0,
         }
 
     async def run(self) -> None:
-        """Index until stop(); then flush the batch in hand and the finished checks, and return."""
+        """Index until stop(); then flush the batch in hand and the finished work, and return."""
         async with contextlib.AsyncExitStack() as stack:
+            outbound = self._outbound
+            if outbound is None:
+                outbound = Outbound(self.settings)
+                stack.push_async_callback(outbound.aclose)
             checker = self._checker
             if checker is None:
-                checker = await stack.enter_async_context(AudioChecker(self.settings.audio, self.settings.net))
-            identity = self._identity or await self._default_identity(stack)
-            concurrency = self.settings.audio.concurrency
-            self.audio = WorkQueue("audio", checker.check, self.index.writer.record_audio, concurrency=concurrency)
-            self.handles = WorkQueue("handles", identity.lookup_handle, self._record_handles, concurrency=4)
-            self.audio.submit(await asyncio.to_thread(self.index.store.pending_urls))
-            self.handles.submit(await asyncio.to_thread(self.index.store.unresolved_dids))
-            workers = [asyncio.create_task(self.audio.run()), asyncio.create_task(self.handles.run())]
+                checker = AudioChecker(self.settings.audio, self.settings.net, resolver=outbound.dns)
+                await stack.enter_async_context(checker)
+            prover = Prover(
+                self.settings.proofs, outbound.identity, outbound.web, allow_insecure=self.settings.net.allow_insecure
+            )
+            writer, store = self.index.writer, self.index.store
+            audio_concurrency = self.settings.audio.concurrency
+            self.audio = WorkQueue("audio", checker.check, writer.record_audio, concurrency=audio_concurrency)
+            self.handles = WorkQueue("handles", outbound.identity.lookup_handle, self._record_handles, concurrency=4)
+            self.proofs = WorkQueue(
+                "proofs", prover.prove, self._record_proofs, concurrency=self.settings.proofs.concurrency
+            )
+            self.audio.submit(await asyncio.to_thread(store.pending_urls))
+            self.handles.submit(await asyncio.to_thread(store.unresolved_dids))
+            workers = [
+                asyncio.create_task(queue.run()) for queue in (self.audio, self.handles, self.proofs)
+            ] + [asyncio.create_task(self._sweep_proofs()), asyncio.create_task(self._recheck_audio())]
             try:
                 await self._follow()
             finally:
@@ -140,20 +163,12 @@ class Indexer:
         if self._feed is not None:
             self._feed.add_known(dids)
 
-    async def _default_identity(self, stack: contextlib.AsyncExitStack) -> IdentityResolver:
-        timeout = httpx.Timeout(self.settings.identity.timeout_seconds)
-        plc = await stack.enter_async_context(httpx.AsyncClient(timeout=timeout, trust_env=False))
-        # did:web names its own host, so its document is fetched with the SSRF guard, like audio.
-        backend = GuardedBackend(allow_loopback=self.settings.net.allow_insecure)
-        web = await stack.enter_async_context(
-            httpx.AsyncClient(transport=GuardedTransport(backend, max_connections=8), timeout=timeout, trust_env=False)
-        )
-        return IdentityResolver.from_settings(self.settings.identity, plc, web)
-
     async def _commit(self, batch: Batch, source: str | None) -> None:
         pending = await self.index.commit(batch, source)
         if pending and self.audio is not None:
             self.audio.submit(pending)
+        if self.proofs is not None:
+            self.proofs.submit(_proof_jobs(batch))
         if batch.identities and self.handles is not None:
             self.handles.submit(batch.identities)
         if batch.cursor is not None:
@@ -164,3 +179,53 @@ class Indexer:
         handles = dict(result for result in results if result is not None)
         if handles:
             await self.index.writer.set_handles(handles)
+
+    async def _record_proofs(self, results: list[ProofResult]) -> None:
+        for result in results:
+            if result.unreachable is not None:
+                self._unreachable[result.job] = self._unreachable.get(result.job, 0) + 1
+        decided = outcomes(results, self.settings.ingest.max_future_us, self._unreachable)
+        pending = await self.index.writer.apply_proofs(decided)
+        for result in results:
+            if result.unreachable is None:
+                self._unreachable.pop(result.job, None)
+            else:
+                job = result.job
+                log.info("proof unreachable did=%s rkey=%s reason=%s", job.did, job.rkey, result.unreachable)
+        if pending and self.audio is not None:
+            self.audio.submit(pending)
+
+    async def _sweep_proofs(self) -> None:
+        """Proofs still pending: at start, and then those whose wait (a PDS that could not answer) is over.
+        The queue drops jobs it already holds, so asking again is harmless."""
+        while True:
+            jobs = await asyncio.to_thread(self.index.store.pending_proofs, now_us())
+            if self.proofs is not None:
+                self.proofs.submit(jobs)
+            await asyncio.sleep(PROOF_SWEEP_SECONDS)
+
+    async def _recheck_audio(self) -> None:
+        """Link rot: audio that answered (or did not) is asked again once its answer is older than
+        RELAY_AUDIO_RECHECK_SECONDS, a few at a time, at most RELAY_AUDIO_RECHECKS_PER_HOUR: a file that
+        starts answering 404 hides its tracks, one that comes back shows them again."""
+        settings = self.settings.audio
+        interval = max(0.1, min(60.0, settings.recheck_seconds / 4))
+        per_round = max(1, math.ceil(settings.rechecks_per_hour * interval / 3600))
+        while True:
+            await asyncio.sleep(interval)
+            if settings.rechecks_per_hour <= 0 or self.audio is None:
+                continue
+            before = now_us() - int(settings.recheck_seconds * 1_000_000)
+            self.audio.submit(await asyncio.to_thread(self.index.store.stale_audio, before, per_round))
+
+
+def _proof_jobs(batch: Batch) -> list[ProofJob]:
+    """The batch's records that wait for their PDS: as the stream claimed them."""
+    jobs: list[ProofJob] = []
+    for segment in batch.segments:
+        table = segment.tracks
+        if table is None:
+            continue
+        waiting = table.filter(pc.equal(table["proof"], PENDING)).select(["did", "rkey", "rev", "cid"])
+        jobs.extend(ProofJob(*row.values()) for row in waiting.to_pylist())
+    return jobs

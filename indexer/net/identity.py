@@ -23,14 +23,17 @@ import httpx
 import orjson
 from atproto_core.did_doc import DidDocument
 
+from indexer import metrics
 from indexer.atproto.syntax import is_handle
 from indexer.config import IdentitySettings
 from indexer.errors import IdentityError, UnsafeURL
+from indexer.net.handles import HandleResolver
 
 log = logging.getLogger(__name__)
 _PLC_DID = re.compile(r"did:plc:[a-z2-7]{24}")
 _WEB_DID = re.compile(r"did:web:[a-zA-Z0-9.\-]+(%3A\d+)?")
 MAX_DOCUMENT_BYTES = 64 * 1024
+INVALID_HANDLE = "handle.invalid"  # shown for a handle that does not resolve back to its DID
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,20 +54,27 @@ class IdentityResolver:
         cache_seconds: float = 3600.0,
         negative_seconds: float = 60.0,
         max_entries: int = 10_000,
+        handles: HandleResolver | None = None,
     ) -> None:
+        """`handles`: to check that a document's handle resolves back to its DID before it is shown."""
         self._plc_url = plc_url.rstrip("/")
         self._plc = plc_client
         self._web = web_client
         self._cache_seconds = cache_seconds
         self._negative_seconds = negative_seconds
         self._max_entries = max_entries
+        self._handles = handles
         self._cache: OrderedDict[str, tuple[float, Identity | IdentityError]] = OrderedDict()
         self._inflight: dict[str, asyncio.Future[Identity]] = {}
         self.fetches = 0  # documents actually fetched: what strangers can make us spend
 
     @classmethod
     def from_settings(
-        cls, settings: IdentitySettings, plc_client: httpx.AsyncClient, web_client: httpx.AsyncClient
+        cls,
+        settings: IdentitySettings,
+        plc_client: httpx.AsyncClient,
+        web_client: httpx.AsyncClient,
+        handles: HandleResolver | None = None,
     ) -> IdentityResolver:
         return cls(
             settings.plc_url,
@@ -72,6 +82,7 @@ class IdentityResolver:
             web_client,
             cache_seconds=settings.cache_seconds,
             negative_seconds=settings.negative_cache_seconds,
+            handles=handles,
         )
 
     def cached(self, did: str) -> bool:
@@ -139,12 +150,32 @@ class IdentityResolver:
                 handle = None
         return Identity(did, handle, document.get_pds_endpoint(), raw)
 
+    async def verified_handle(self, identity: Identity) -> str | None:
+        """The handle to show for a document: its claim if the handle resolves back to the DID, else
+        `handle.invalid` (Bluesky's convention); None when it claims none. IdentityError (transient) when
+        the answer may change on retry."""
+        if identity.handle is None or self._handles is None:
+            return identity.handle
+        resolution = await self._handles.resolve(identity.handle)
+        if resolution.confirms(identity.did):
+            metrics.HANDLES.labels(outcome="verified").inc()
+            return identity.handle
+        if resolution.transient:
+            metrics.HANDLES.labels(outcome="unavailable").inc()
+            raise IdentityError(f"{identity.handle}: {resolution.reason}", transient=True)
+        metrics.HANDLES.labels(outcome="invalid").inc()
+        log.info(
+            "handle does not resolve back did=%s handle=%s reason=%s", identity.did, identity.handle, resolution.reason
+        )
+        return INVALID_HANDLE
+
     async def lookup_handle(self, did: str) -> tuple[str, str | None] | None:
         """For the handle queue: None when the answer may change on retry (the stored handle stays);
         a definitive failure (no such DID, bad document, a refused host) clears the handle rather than
         keep a stale one, and is recorded, so a restart does not ask again."""
         try:
-            return did, (await self.resolve(did)).handle
+            # Fresh: an identity event says the document may have changed (a new handle, a new key).
+            return did, await self.verified_handle(await self.resolve(did, fresh=True))
         except IdentityError as exc:
             log.info("handle lookup failed did=%s transient=%s reason=%s", did, exc.transient, exc.reason)
             return None if exc.transient else (did, None)
