@@ -202,6 +202,10 @@ class DuckDBStore:
 
     # -- writes (writer thread only) ---------------------------------------------------------------
 
+    def lead(self) -> bool:
+        """Always: the file is this process's alone (DuckDB lets one process open it for writing)."""
+        return True
+
     @_guarded
     def apply(self, batch: Batch, source: str | None) -> list[str]:
         """One transaction a segment, the cursor with the last. DuckDB 2.0.1 corrupted a string segment now

@@ -77,6 +77,12 @@ class Store(Protocol):
 
     # -- writes (the writer thread only) --------------------------------------------------------------
 
+    def lead(self) -> bool:
+        """Hold the indexer's writer lock, taking it if it is free; False while another indexer holds it.
+        Batches with a Jetstream cursor (and rewinds) are written only under it, so exactly one indexer
+        writes however many processes share the database."""
+        ...
+
     def apply(self, batch: Batch, source: str | None) -> list[str]:
         """Commit a batch with its cursor; return the audio URLs that now need a check."""
         ...

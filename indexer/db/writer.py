@@ -36,6 +36,10 @@ class Writer:
             return None
         return time.monotonic() - self._failing_since, self._failure
 
+    async def lead(self) -> bool:
+        """Hold the indexer's writer lock, taking it if it is free (see Store.lead)."""
+        return await self._run(self.store.lead)
+
     async def apply(self, batch: Batch, source: str | None) -> list[str]:
         """Commit a planned batch with its cursor; returns the audio URLs that now need a check."""
         pending = await self._run(self.store.apply, batch, source)

@@ -61,10 +61,19 @@ class Index:
             pending = await self.writer.apply(batch, source)
         except Exception:
             # Rolled back: forget the accounts learned from batches that were not stored.
-            self.planner = Planner(await asyncio.to_thread(self.store.known_accounts), self._max_future_us)
+            await self.reload_accounts()
             raise
         self.planner.known.update(batch.new_accounts)
         return pending
+
+    async def lead(self) -> bool:
+        """Hold the indexer's writer lock, taking it if it is free (see Store.lead)."""
+        return await self.writer.lead()
+
+    async def reload_accounts(self) -> None:
+        """Plan from the accounts the store holds: after a failed commit, or on taking over from another
+        indexer, which may have indexed accounts this process never saw."""
+        self.planner = Planner(await asyncio.to_thread(self.store.known_accounts), self._max_future_us)
 
     async def ingest_local(self, commit: Commit, audio: AudioResult | None, handle: str | None) -> None:
         """Index a record this process just wrote to its author's PDS. `audio` is a check to record first

@@ -28,6 +28,8 @@ from indexer.runtime import tune_for_ingest
 
 log = logging.getLogger(__name__)
 
+LEAD_POLL_SECONDS = 0.5  # how soon a standby takes over once the writer lock is free
+
 
 class Indexer:
     def __init__(
@@ -40,11 +42,11 @@ class Indexer:
         identity: IdentityResolver | None = None,
     ) -> None:
         """`replay_from` rewinds the stored cursor and starts exactly there; otherwise the indexer resumes
-        a few seconds before the stored cursor, as on any reconnect."""
+        a few seconds before the stored cursor, as on any reconnect. Either happens once this process holds
+        the writer lock (see `_take_lead`)."""
         self.settings = settings
         self.index = index
-        if replay_from is not None:
-            index.writer.rewind(replay_from, "replay")
+        self._replay_from = replay_from
         self._rewind_first = replay_from is None
         tune_for_ingest()
         index.on_new_accounts = self._follow_accounts
@@ -56,6 +58,8 @@ class Indexer:
         self._stopping = asyncio.Event()
         self.audio: WorkQueue[str, AudioResult] | None = None
         self.handles: WorkQueue[str, tuple[str, str | None] | None] | None = None
+        self.standby = False  # another indexer holds the writer lock: this one waits to take over
+        self._lost_lead = False
 
     def stop(self) -> None:
         self._stopping.set()
@@ -65,6 +69,7 @@ class Indexer:
     def status(self) -> dict[str, object]:
         """For /xrpc/_health: where the indexer reads from and how much work it has in hand."""
         return {
+            "standby": self.standby,
             "jetstream": self._feed.connected_to if self._feed else None,
             "cursor": self.cursor,
             "audioChecksOutstanding": self.audio.outstanding if self.audio else 0,
@@ -73,6 +78,8 @@ class Indexer:
 
     async def run(self) -> None:
         """Index until stop(); then flush the batch in hand and the finished checks, and return."""
+        if not await self._take_lead():
+            return
         async with contextlib.AsyncExitStack() as stack:
             checker = self._checker
             if checker is None:
@@ -96,6 +103,10 @@ class Indexer:
         """Run feed processes until stop(): a feed that dies is started again, from the stored cursor."""
         failures = 0
         while not self._stopping.is_set():
+            if self._lost_lead:
+                if not await self._take_lead():
+                    return
+                self._lost_lead = False
             known = dict(self.index.planner.known)
             start = Start(self.settings, self.cursor, self._rewind_first, known, self.settings.ingest.max_future_us)
             self._rewind_first = True
@@ -130,10 +141,51 @@ class Indexer:
                     log.exception("batch failed; the feed reconnects from cursor=%s", self.cursor)
                 refused_through = shipped.connection
                 feed.ack(Ack(committed=False, known=dict(self.index.planner.known)))
+                if not await self._still_leading():
+                    log.warning("lost the writer lock to another indexer; standing by")
+                    self._lost_lead = True
+                    feed.stop()
                 continue
             feed.ack(Ack(committed=True))
             committed += 1
         return committed
+
+    async def _take_lead(self) -> bool:
+        """Wait as a standby until this process holds the writer lock (False: stopped first); then plan
+        from the accounts and index from the cursor the store holds, whoever wrote them."""
+        while not await self._lead():
+            if not self.standby:
+                log.warning("standby: another indexer holds the writer lock; waiting to take over")
+                self.standby = True
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), timeout=LEAD_POLL_SECONDS)
+            if self._stopping.is_set():
+                return False
+        if self.standby:
+            log.warning("took over the writer lock; indexing from the stored cursor")
+            self.standby = False
+        await self.index.reload_accounts()
+        if self._replay_from is not None:
+            await asyncio.to_thread(self.index.writer.rewind, self._replay_from, "replay")
+            self._replay_from = None
+        stored = await asyncio.to_thread(self.index.cursor)
+        self.cursor = stored.time_us if stored else None
+        return True
+
+    async def _lead(self) -> bool:
+        try:
+            return await self.index.lead()
+        except StoreError as exc:
+            log.error("cannot reach the database for the writer lock reason=%s", exc.reason)
+            return False
+
+    async def _still_leading(self) -> bool:
+        """After a failed batch: False once another indexer holds the lock. A database that cannot be
+        reached says nothing either way: the feed goes on, and a batch is written again only under the lock."""
+        try:
+            return await self.index.lead()
+        except StoreError:
+            return True
 
     def _follow_accounts(self, dids: dict[str, int]) -> None:
         """Accounts indexed outside the feed (publishing), whose account events the feed must now follow."""
