@@ -77,3 +77,12 @@ def test_kept_values_are_made_once_and_replaced_when_unusable(store: Store) -> N
         assert store.meta("key") == "second"
     finally:
         index.close()
+
+
+def test_of_two_values_made_at_once_the_first_stored_is_kept(store: Store) -> None:
+    """Replicas that start together on one database each make a secret: all must keep the same one."""
+    assert store.keep_meta("key", "made by one", replace=None) == "made by one"
+    assert store.keep_meta("key", "made by another", replace=None) == "made by one"
+    assert store.keep_meta("key", "a usable one", replace="made by one") == "a usable one"  # replacing a bad one
+    assert store.keep_meta("key", "another usable one", replace="made by one") == "a usable one"
+    assert store.meta("key") == "a usable one"

@@ -350,6 +350,15 @@ class DuckDBStore:
             con.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", [key, value])
 
     @_guarded
+    def keep_meta(self, key: str, value: str, replace: str | None) -> str:
+        with self._transaction() as con:
+            row = con.execute("SELECT value FROM meta WHERE key = ?", [key]).fetchone()
+            if row is not None and row[0] != replace:
+                return str(row[0])
+            con.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", [key, value])
+        return value
+
+    @_guarded
     def save_oauth_session(self, key: str, did: str, sealed: bytes) -> None:
         now = now_us()
         with self._transaction() as con:

@@ -106,6 +106,10 @@ CARRY_AUDIO_VERDICTS = (
 )
 
 SET_META = "INSERT INTO meta VALUES (%s, %s) ON CONFLICT (key) DO UPDATE SET value = excluded.value"
+KEEP_META = (
+    "INSERT INTO meta VALUES (%(key)s, %(value)s) ON CONFLICT (key) DO UPDATE SET value = excluded.value "
+    "WHERE meta.value = %(replace)s RETURNING value"
+)
 SAVE_SESSION = (
     "INSERT INTO oauth_sessions VALUES (%s, %s, %s, %s, %s) ON CONFLICT (id) DO UPDATE SET "
     "did = excluded.did, sealed = excluded.sealed, updated_us = excluded.updated_us"

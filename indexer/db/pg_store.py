@@ -262,6 +262,15 @@ class PgStore:
             con.execute(sql.SET_META, (key, value))
 
     @guarded
+    def keep_meta(self, key: str, value: str, replace: str | None) -> str:
+        with self._transaction() as con:
+            row = con.execute(sql.KEEP_META, {"key": key, "value": value, "replace": replace}).fetchone()
+            if row is None:  # another value was there, and stays
+                row = con.execute("SELECT value FROM meta WHERE key = %s", (key,)).fetchone()
+        assert row is not None
+        return str(row[0])
+
+    @guarded
     def save_oauth_session(self, key: str, did: str, sealed: bytes) -> None:
         now = now_us()
         with self._transaction() as con:

@@ -99,6 +99,11 @@ class Store(Protocol):
 
     def set_meta(self, key: str, value: str) -> None: ...
 
+    def keep_meta(self, key: str, value: str, replace: str | None) -> str:
+        """Store `value` under `key` if nothing is stored there yet, or only `replace`; return what is stored
+        now. Processes sharing a database that each make a secret at once thus all keep the same one."""
+        ...
+
     # Web sign-in: sealed blobs the API alone can open, keyed by hashes of what the browser holds.
 
     def save_oauth_session(self, key: str, did: str, sealed: bytes) -> None:

@@ -75,6 +75,10 @@ class Writer:
         """Blocks: for start-up, before the event loop has work."""
         self._pool.submit(self.store.set_meta, key, value).result()
 
+    def keep_meta(self, key: str, value: str, replace: str | None) -> str:
+        """Blocks: for start-up, before the event loop has work."""
+        return self._pool.submit(self.store.keep_meta, key, value, replace).result()
+
     def close(self) -> None:
         self._pool.shutdown(wait=True)
 

@@ -100,8 +100,8 @@ class Index:
         stored one is not `usable` (blocks: call at start-up)."""
         stored = self.store.meta(key)
         if stored is None or not usable(stored):
-            stored = make()
-            self.writer.set_meta(key, stored)
+            # Another process on the same database may store one first: then every process keeps that one.
+            stored = self.writer.keep_meta(key, make(), replace=stored)
         return stored
 
     # -- web sign-in sessions (sealed by the API; see Store) -----------------------------------------

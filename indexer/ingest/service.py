@@ -60,6 +60,7 @@ class Indexer:
         self.handles: WorkQueue[str, tuple[str, str | None] | None] | None = None
         self.standby = False  # another indexer holds the writer lock: this one waits to take over
         self._lost_lead = False
+        self._unreachable = False
 
     def stop(self) -> None:
         self._stopping.set()
@@ -174,10 +175,14 @@ class Indexer:
 
     async def _lead(self) -> bool:
         try:
-            return await self.index.lead()
+            leading = await self.index.lead()
         except StoreError as exc:
-            log.error("cannot reach the database for the writer lock reason=%s", exc.reason)
+            if not self._unreachable:  # once an outage, not every poll
+                log.error("cannot reach the database for the writer lock reason=%s", exc.reason)
+            self._unreachable = True
             return False
+        self._unreachable = False
+        return leading
 
     async def _still_leading(self) -> bool:
         """After a failed batch: False once another indexer holds the lock. A database that cannot be
