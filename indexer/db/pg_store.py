@@ -409,8 +409,13 @@ class _Snapshot:
 
 
 def _stage(con: Connection, table: str, rows: pa.Table) -> None:
-    """Load an Arrow table into a session's staging table by COPY (CSV written by Arrow, in C++)."""
+    """Load an Arrow table into a session's staging table."""
     con.execute(f"TRUNCATE {table}")
+    copy_rows(con, table, rows)
+
+
+def copy_rows(con: Connection, table: str, rows: pa.Table) -> None:
+    """Append an Arrow table's rows to `table`, columns by name, by COPY (CSV written by Arrow, in C++)."""
     buffer = io.BytesIO()
     pacsv.write_csv(_without_nul(rows), buffer, _CSV)
     with con.cursor().copy(f"COPY {table} ({', '.join(rows.column_names)}) FROM STDIN (FORMAT csv)") as copy:
