@@ -32,7 +32,6 @@ class Listener:
         self._stopping = threading.Event()
         self._first = threading.Event()  # the first attempt to listen has finished, one way or the other
         self._thread = threading.Thread(target=self._run, name="relay-listen", daemon=True)
-        self.connected = False
 
     def start(self) -> None:
         """Start listening; returns once the first attempt is over, so a snapshot taken after this call
@@ -64,13 +63,11 @@ class Listener:
                     log.warning("lost the change signals; reconnecting db=%s reason=%s", redacted(self._url),
                                 first_line(exc))
             finally:
-                self.connected = False
                 con.close()
             failures = 0
 
     def _listen(self, con: Connection) -> None:
         con.execute(f"LISTEN {CHANNEL}")
-        self.connected = True
         self._signalled(None)
         self._first.set()
         while not self._stopping.is_set():
