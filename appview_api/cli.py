@@ -164,6 +164,21 @@ def _storage_migrate(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _db_copy(args: argparse.Namespace, settings: Settings) -> int:
+    from indexer.config import check_database_url
+    from indexer.db.copy import copy_index
+
+    check_database_url(args.to)
+
+    def progress(table: str, done: int, total: int) -> None:
+        print(f"{table}: {done:,} of {total:,} rows", file=sys.stderr, flush=True)
+
+    copied = copy_index(settings.db.path, args.to, progress)
+    print(f"copied {sum(copied.values()):,} rows in {len(copied)} tables; an indexer on the copy resumes from the "
+          "copied cursor")
+    return 0
+
+
 async def _until_signal(run: Callable[[], Awaitable[None]], stop: Callable[[], None]) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -237,6 +252,25 @@ def _parser() -> argparse.ArgumentParser:
     )
     migrate.set_defaults(handler=_storage_migrate)
     migrate.add_argument("--to", required=True, choices=["r2"], help="the backend to copy to")
+
+    db = commands.add_parser(
+        "db",
+        help="Manage the index's database.",
+        description="Manage the index's database.",
+        epilog="example: relay-appview db copy --to postgresql://relay@db.internal:5432/relay",
+    )
+    db_commands = db.add_subparsers(dest="db_command", metavar="ACTION", required=True)
+    copy = db_commands.add_parser(
+        "copy",
+        help="Copy the DuckDB index (RELAY_DB_PATH) into an empty PostgreSQL database, with progress.",
+        description="Copy the DuckDB index (RELAY_DB_PATH, or --db) into an empty PostgreSQL database: tracks, "
+        "tombstones, accounts, the cursor and every other table. Stop the service first (DuckDB lets one process "
+        "open the file); then set RELAY_DATABASE_URL to the copy, and indexing goes on from the same cursor.",
+        epilog="example: relay-appview db copy --to postgresql://relay@db.internal:5432/relay",
+    )
+    copy.set_defaults(handler=_db_copy)
+    copy.add_argument("--to", required=True, metavar="URL", help="the PostgreSQL database, postgresql://...")
+    copy.add_argument("--db", help="DuckDB file (RELAY_DB_PATH, default ./data/relay.duckdb)")
     return parser
 
 

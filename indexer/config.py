@@ -15,6 +15,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 from dotenv import dotenv_values
 
@@ -40,7 +41,11 @@ def setting(env: str, default: T, *aliases: str, secret: bool = False) -> T:
 
 @dataclass(frozen=True)
 class DatabaseSettings:
+    """The DuckDB file (the default: one process), or a PostgreSQL database that one indexer and any number
+    of API replicas share (`url`, which wins when set)."""
+
     path: Path = setting("RELAY_DB_PATH", Path("./data/relay.duckdb"))
+    url: str = setting("RELAY_DATABASE_URL", "", secret=True)
 
 
 @dataclass(frozen=True)
@@ -232,10 +237,29 @@ class Settings:
         if not 0 < self.api.port < 65536:
             raise ConfigError(f"RELAY_PORT: {self.api.port} is not a TCP port")
         _ = self.net.nameservers  # raises ConfigError naming a malformed entry
+        if self.db.url:
+            check_database_url(self.db.url)
         if self.web.session_secret and len(self.web.session_secret) < MIN_SECRET_LENGTH:
             raise ConfigError(
                 f"RELAY_SESSION_SECRET: at least {MIN_SECRET_LENGTH} characters are needed (openssl rand -hex 32)"
             )
+
+
+def check_database_url(url: str) -> None:
+    """A postgresql:// URL (libpq's form: `postgresql://user:password@host:port/database?param=value`). The
+    message never repeats a password."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise ConfigError(f"RELAY_DATABASE_URL: not a URL ({exc})") from None
+    if parts.scheme not in ("postgresql", "postgres"):
+        shown = f"{parts.scheme}://..." if parts.scheme else "a value with no scheme"
+        raise ConfigError(f"RELAY_DATABASE_URL: a postgresql:// URL is needed, not {shown}")
+    if port == 0:
+        raise ConfigError("RELAY_DATABASE_URL: port 0 is not a TCP port")
+    if not parts.path.strip("/") and not parts.query:
+        raise ConfigError("RELAY_DATABASE_URL: name the database, as in postgresql://host:5432/relay")
 
 
 def env_names(cls: type = Settings) -> Iterator[str]:

@@ -45,7 +45,8 @@ STEP_US = 30_000_000
 SYLLABLES = ["ka", "lo", "mi", "ne", "ru", "so", "ta", "vi", "ze", "po", "da", "fe", "gu", "hi", "jo", "xa", "be", "wy"]
 
 _FILL_TRACKS = """
-INSERT INTO tracks SELECT
+INSERT INTO tracks (did, rkey, rev, cid, deleted, hidden, title, artist, album, audio_url, file_type, duration,
+    created_at, created_us, indexed_us, sort_us, audio_state, event_time_us, changed_us, first_seen_us, proof) SELECT
     'did:plc:' || substr(md5((i % $accounts)::VARCHAR), 1, 24),
     '3' || lpad(printf('%x', i), 12, '0'), '3l', 'bafyrei' || substr(md5(i::VARCHAR || 'c'), 1, 40),
     i % 97 = 0, i % 89 = 0,
@@ -57,7 +58,7 @@ INSERT INTO tracks SELECT
     strftime(make_timestamp($base + i * $step), '%Y-%m-%dT%H:%M:%S.000Z'),
     $base + i * $step, $base + i * $step + 5000000, $base + i * $step,
     CASE WHEN i % 83 = 0 THEN 'pending' WHEN i % 79 = 0 THEN 'unavailable' ELSE 'verified' END,
-    $base + i * $step, $base + i * $step + 5000000
+    $base + i * $step, $base + i * $step + 5000000, $base + i * $step, 'proven'
 FROM range($tracks) t(i)
 """
 
@@ -95,7 +96,8 @@ def fill(path: Path, tracks: int, accounts: int) -> list[str]:
     con = duckdb.connect(str(path))
     try:
         con.execute(
-            "INSERT INTO accounts SELECT 'did:plc:' || substr(md5(i::VARCHAR), 1, 24), "
+            "INSERT INTO accounts (did, handle, active, status, seq, first_seen_us, handle_resolved_us) "
+            "SELECT 'did:plc:' || substr(md5(i::VARCHAR), 1, 24), "
             "CASE WHEN i % 10 = 0 THEN NULL ELSE 'user' || i || '.test' END, true, NULL, 0, 0, 0 "
             "FROM range($accounts) t(i)",
             {"accounts": accounts},
@@ -168,7 +170,9 @@ def workloads(base: str, vocab: list[str], tracks: int, accounts: int) -> dict[s
     with httpx.Client(base_url=base) as client:
         for _ in range(2000):  # deep discovery pages, down to the 100,000th track
             body = client.get("/xrpc/app.relay.feed.getTracks", params={"cursor": cursor} if cursor else {}).json()
-            cursor = body["cursor"]
+            cursor = body.get("cursor")
+            if cursor is None:  # a small index: fewer pages
+                break
             cursors.append(cursor)
     actors = []
     for _ in range(5000):

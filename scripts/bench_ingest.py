@@ -35,6 +35,7 @@ import websockets
 
 from indexer.config import Settings
 from indexer.db.duckdb_store import DuckDBStore as Store
+from indexer.db.store import Store as StoreApi
 from indexer.db.writer import Writer
 from indexer.ingest.feed import Ack, Feed, Start
 from indexer.ingest.workqueue import WorkQueue
@@ -80,12 +81,13 @@ def _settings(url: str, **variables: str) -> Settings:
     return Settings.from_env({**env, **variables}, env_file="/nonexistent")
 
 
-async def bench_ours(url: str, last_us: int, db: Path, compress: bool) -> tuple[float, float]:
+async def bench_ours(url: str, last_us: int, db: Path | StoreApi, compress: bool) -> tuple[float, float]:
     """The Indexer's ingest path: a feed process (receive, parse, validate, plan, stage) and this process's
     writer, acknowledging each batch. The clock starts once the feed process is up (imports done).
+    `db`: a DuckDB file to create, or a fresh store of any backend (scripts/bench_scale.py's PostgreSQL).
     Returns events/s and the feed process's peak RSS in MB."""
     tune_for_ingest()  # as the Indexer does
-    store = Store(db)
+    store = Store(db) if isinstance(db, Path) else db
     writer = Writer(store)
     start = Start(_settings(url, RELAY_JETSTREAM_COMPRESS=str(compress).lower()), 0, False, set(), 86_400_000_000)
     applied = 0
@@ -104,7 +106,7 @@ async def bench_ours(url: str, last_us: int, db: Path, compress: bool) -> tuple[
         async for _ in feed:  # what it held when stopped
             feed.ack(Ack(committed=False))
     writer.close()
-    rows = store.reader().execute("SELECT count(*) FROM tracks").fetchone()[0]
+    rows = sum(store.status(0)["tracks"].values())
     store.close()
     print(
         f"  ours{' (compress=true)' if compress else ''}: {applied} events in {elapsed:.2f}s, {rows} rows "

@@ -8,7 +8,9 @@ from typing import Any
 
 from indexer.db.duckdb_store import DuckDBStore
 from indexer.db.rows import AudioResult, AudioState
+from indexer.db.store import Store
 from tests.builders import Applier
+from tests.stores import query
 
 FIELDS = "did, rkey, rev, cid, deleted, hidden, title, artist, album, audio_url, file_type, duration, created_at"
 
@@ -23,6 +25,7 @@ def reference(path: Path, events: list[dict[str, Any]], verified: Sequence[str] 
     return rows
 
 
-def snapshot(store: DuckDBStore, with_audio: bool = False) -> list[tuple]:
+def snapshot(store: Store, with_audio: bool = False) -> list[tuple]:
+    """The tracks as a list of rows, on either backend."""
     columns = FIELDS + (", audio_state" if with_audio else "")
-    return store.reader().execute(f"SELECT {columns} FROM tracks ORDER BY did, rkey").fetchall()
+    return query(store, f"SELECT {columns} FROM tracks ORDER BY did, rkey")

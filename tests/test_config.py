@@ -119,6 +119,31 @@ def test_dns_nameservers(value: str, nameservers: tuple[tuple[str, int], ...]) -
     assert Settings.from_env({"RELAY_DNS_NAMESERVERS": value}, env_file="/nonexistent").net.nameservers == nameservers
 
 
+def test_a_database_url_selects_postgresql_and_stays_out_of_the_repr() -> None:
+    url = "postgresql://relay:s3cret@db.internal:5432/relay?sslmode=require"
+    settings = Settings.from_env({"RELAY_DATABASE_URL": url}, env_file="/nonexistent")
+    assert settings.db.url == url
+    assert "s3cret" not in repr(settings)
+    assert Settings.from_env({}, env_file="/nonexistent").db.url == ""
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("mysql://relay:s3cret@db/relay", "RELAY_DATABASE_URL: a postgresql:// URL is needed, not mysql://..."),
+        ("relay", "RELAY_DATABASE_URL: a postgresql:// URL is needed, not a value with no scheme"),
+        ("postgresql://relay:s3cret@db:port/relay", "RELAY_DATABASE_URL: not a URL (Port could not be cast to integer value as 'port')"),
+        ("postgresql://relay:s3cret@db:0/relay", "RELAY_DATABASE_URL: port 0 is not a TCP port"),
+        ("postgresql://relay:s3cret@db:5432", "RELAY_DATABASE_URL: name the database, as in postgresql://host:5432/relay"),
+    ],
+)
+def test_a_bad_database_url_is_named_without_its_password(value: str, message: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env({"RELAY_DATABASE_URL": value}, env_file="/nonexistent")
+    assert caught.value.reason == message
+    assert "s3cret" not in caught.value.reason
+
+
 @pytest.mark.parametrize(
     ("value", "message"),
     [

@@ -1,16 +1,17 @@
-"""Planner + Store through the real write path, on a real DuckDB file."""
+"""Planner + Store through the real write path, on each backend: a real DuckDB file and a real PostgreSQL
+database (one suite, run once per backend by the `open_backend` fixture)."""
 
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from indexer.db.batch import Rejection
-from indexer.db.duckdb_store import DuckDBStore
 from indexer.db.rows import AudioResult, AudioState
+from indexer.db.store import Store
 from indexer.errors import StoreError
 from tests.builders import Applier, wire
 from tests.servers.events import account, commit, identity, now_us, track_record
+from tests.stores import Opener, query
 
 DID = "did:plc:aaaaaaaaaaaaaaaaaaaaaaaa"
 OTHER = "did:plc:bbbbbbbbbbbbbbbbbbbbbbbb"
@@ -25,24 +26,27 @@ def verdict(
 
 
 class Index(Applier):
-    def __init__(self, path: Path) -> None:
-        super().__init__(DuckDBStore(path))
-        self.store: DuckDBStore
+    def __init__(self, store: Store) -> None:
+        super().__init__(store)
+
+    def query(self, sql: str, *params: Any) -> list[tuple]:
+        return query(self.store, sql, *params)
 
     def rows(self) -> list[tuple]:
-        return self.store.reader().execute(
+        return self.query(
             "SELECT did, rkey, rev, title, audio_url, audio_state, deleted, hidden FROM tracks ORDER BY did, rkey"
-        ).fetchall()
+        )
 
     def track(self, did: str = DID, rkey: str = RKEY) -> tuple | None:
-        return self.store.reader().execute(
-            "SELECT rev, title, audio_state, deleted, hidden FROM tracks WHERE did = ? AND rkey = ?", [did, rkey]
-        ).fetchone()
+        found = self.query(
+            "SELECT rev, title, audio_state, deleted, hidden FROM tracks WHERE did = ? AND rkey = ?", did, rkey
+        )
+        return found[0] if found else None
 
 
 @pytest.fixture
-def index(tmp_path: Path) -> Index:
-    return Index(tmp_path / "relay.duckdb")
+def index(open_backend: Opener) -> Index:
+    return Index(open_backend())
 
 
 def create(rev: str, title: str = "Song", url: str = URL, did: str = DID, rkey: str = RKEY, **kw: Any) -> dict:
@@ -127,7 +131,7 @@ def test_unavailable_result_is_kept(index: Index) -> None:
     index.apply(create("3mmoojp7vgo2a"))
     index.store.record_audio([verdict(URL, "unavailable", "404 Not Found", 404, None)])
     assert index.track()[2] == "unavailable"
-    assert index.store.reader().execute("SELECT state, reason, status FROM audio_checks").fetchall() == [
+    assert index.query("SELECT state, reason, status FROM audio_checks") == [
         ("unavailable", "404 Not Found", 404)
     ]
 
@@ -156,7 +160,7 @@ def test_older_account_event_cannot_undo_a_newer_one(index: Index) -> None:
     index.apply(account(DID, False, "suspended", seq=20, time_us=t + 2_000))
     index.apply(account(DID, True, seq=19, time_us=t + 1_000))  # replayed: its own, older, time
     assert index.track()[4] is True
-    assert index.store.reader().execute("SELECT active, status, seq FROM accounts").fetchall() == [
+    assert index.query("SELECT active, status, seq FROM accounts") == [
         (False, "suspended", 20)
     ]
 
@@ -170,14 +174,14 @@ def test_after_a_relay_restart_a_newer_event_wins_with_a_lower_seq(index: Index)
     assert index.track()[4] is False
     index.apply(account(DID, False, "takendown", seq=4, time_us=t + 3_000))
     assert index.track()[4] is True
-    assert index.store.reader().execute("SELECT active, status, seq FROM accounts").fetchall() == [
+    assert index.query("SELECT active, status, seq FROM accounts") == [
         (False, "takendown", 4)
     ]
 
 
 def test_events_for_unknown_accounts_change_nothing(index: Index) -> None:
     index.apply(account(OTHER, False, "takendown"), identity(OTHER, "x.test"))
-    assert index.store.reader().execute("SELECT count(*) FROM accounts").fetchone() == (0,)
+    assert index.query("SELECT count(*) FROM accounts") == [(0,)]
     assert index.planner.plan(wire(identity(OTHER))).identities == set()
 
 
@@ -186,7 +190,7 @@ def test_identity_event_for_known_account_asks_for_resolution(index: Index) -> N
     batch = index.planner.plan(wire(identity(DID, "claimed.test")))
     assert batch.identities == {DID}
     index.store.set_handles({DID: "alice.test"})
-    assert index.store.reader().execute("SELECT handle FROM accounts").fetchone() == ("alice.test",)
+    assert index.query("SELECT handle FROM accounts") == [("alice.test",)]
 
 
 def test_invalid_record_is_rejected_kept_and_not_indexed(index: Index) -> None:
@@ -194,7 +198,7 @@ def test_invalid_record_is_rejected_kept_and_not_indexed(index: Index) -> None:
     assert index.apply(bad) == []
     index.apply(bad)  # replayed: still one rejection
     assert index.rows() == []
-    rows = index.store.reader().execute("SELECT uri, rev, reason FROM rejections").fetchall()
+    rows = index.query("SELECT uri, rev, reason FROM rejections")
     assert len(rows) == 1
     assert rows[0][:2] == (f"at://{DID}/app.relay.track/{RKEY}", "3mmoojp7vgo2a")
     assert "fileType" in rows[0][2] and "is not one of enum values" in rows[0][2]
@@ -225,12 +229,12 @@ def test_failed_batch_rolls_back_everything_including_the_cursor(index: Index) -
     assert (index.rows(), index.store.cursor().time_us) == before
 
 
-def test_state_survives_reopening(tmp_path: Path) -> None:
-    first = Index(tmp_path / "relay.duckdb")
+def test_state_survives_reopening(open_backend: Opener) -> None:
+    first = Index(open_backend())
     event = create("3mmoojp7vgo2a")
     first.apply(event)
     first.store.close()
-    again = Index(tmp_path / "relay.duckdb")
+    again = Index(open_backend())
     assert again.planner.known == {DID: event["time_us"]}  # followed from its first commit's stream time
     assert again.store.pending_urls() == [URL]
     assert again.store.unresolved_dids() == [DID]

@@ -22,6 +22,7 @@ from array import array
 from collections.abc import Iterable
 
 from appview_api.read.feed_order import FeedOrder
+from appview_api.read.payloads import Payloads
 from appview_api.read.search import Hit, Postings, rank
 from appview_api.read.views import payload
 from indexer.db.rows import AccountRow, TrackRow
@@ -76,7 +77,7 @@ class Catalog:
         self._changed = array("q")
         self._live = bytearray()
         self._rkey: list[str | None] = []
-        self._payload: list[bytes | None] = []
+        self._payloads = Payloads()
         self._postings = Postings()
         self._order = FeedOrder()
 
@@ -122,7 +123,7 @@ class Catalog:
             self._retire(account, row.rkey, old)
         if not row.visible:
             return old is not None
-        doc = len(self._payload)
+        doc = len(self._rkey)
         tiebreak = self.tiebreak(row.did, row.rkey)
         self._account.append(number)
         self._sort.append(row.sort_us)
@@ -130,7 +131,7 @@ class Catalog:
         self._changed.append(row.changed_us)
         self._live.append(1)
         self._rkey.append(row.rkey)
-        self._payload.append(
+        self._payloads.append(
             payload(
                 row.cid,
                 row.title,
@@ -154,7 +155,8 @@ class Catalog:
         account.retired(self._sort[doc], rkey, doc)
         self._order.remove(self._sort[doc], self._tiebreak[doc], doc)
         self._live[doc] = 0
-        self._payload[doc] = self._rkey[doc] = None
+        self._rkey[doc] = None
+        self._payloads.retire(doc)
 
     def _number(self, did: str) -> int:
         number = self._by_did.get(did)
@@ -187,7 +189,7 @@ class Catalog:
     def view(self, doc: int) -> tuple[str, str | None, str, bytes]:
         """(did, handle, rkey, payload) of a live document."""
         account = self.accounts[self._account[doc]]
-        return account.did, account.handle, self._rkey[doc], self._payload[doc]  # type: ignore[return-value]  # live: both set
+        return account.did, account.handle, self._rkey[doc], self._payloads[doc]  # type: ignore[return-value]  # live: set
 
     def key(self, doc: int) -> FeedKey:
         return self._sort[doc], self.accounts[self._account[doc]].did, self._rkey[doc]  # type: ignore[return-value]  # live: set

@@ -187,7 +187,8 @@ class DuckDBStore:
         cursor = self.cursor()
         tracks = dict(
             con.execute(
-                "SELECT CASE WHEN deleted THEN 'deleted' WHEN hidden THEN 'hidden' ELSE audio_state END AS state, "
+                "SELECT CASE WHEN deleted THEN 'deleted' WHEN hidden THEN 'hidden' WHEN proof = 'forged' THEN 'forged' "
+                "WHEN proof = 'pending' THEN 'unproven' ELSE audio_state END AS state, "
                 "count(*) FROM tracks GROUP BY state ORDER BY state"
             ).fetchall()
         )
@@ -219,6 +220,10 @@ class DuckDBStore:
         return bytes(row[0]) if row else None
 
     # -- writes (writer thread only) ---------------------------------------------------------------
+
+    def lead(self) -> bool:
+        """Always: the file is this process's alone (DuckDB lets one process open it for writing)."""
+        return True
 
     @_guarded
     def apply(self, batch: Batch, source: str | None) -> list[str]:
@@ -404,6 +409,15 @@ class DuckDBStore:
     def set_meta(self, key: str, value: str) -> None:
         with self._transaction() as con:
             con.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", [key, value])
+
+    @_guarded
+    def keep_meta(self, key: str, value: str, replace: str | None) -> str:
+        with self._transaction() as con:
+            row = con.execute("SELECT value FROM meta WHERE key = ?", [key]).fetchone()
+            if row is not None and row[0] != replace:
+                return str(row[0])
+            con.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", [key, value])
+        return value
 
     @_guarded
     def save_oauth_session(self, key: str, did: str, sealed: bytes) -> None:

@@ -89,6 +89,12 @@ class Store(Protocol):
 
     # -- writes (the writer thread only) --------------------------------------------------------------
 
+    def lead(self) -> bool:
+        """Hold the indexer's writer lock, taking it if it is free; False while another indexer holds it.
+        Batches with a Jetstream cursor (and rewinds) are written only under it, so exactly one indexer
+        writes however many processes share the database."""
+        ...
+
     def apply(self, batch: Batch, source: str | None) -> list[str]:
         """Commit a batch with its cursor; return the audio URLs that now need a check."""
         ...
@@ -110,6 +116,11 @@ class Store(Protocol):
     def record_upload(self, did: str, key: str, size: int) -> None: ...
 
     def set_meta(self, key: str, value: str) -> None: ...
+
+    def keep_meta(self, key: str, value: str, replace: str | None) -> str:
+        """Store `value` under `key` if nothing is stored there yet, or only `replace`; return what is stored
+        now. Processes sharing a database that each make a secret at once thus all keep the same one."""
+        ...
 
     # Web sign-in: sealed blobs the API alone can open, keyed by hashes of what the browser holds.
 

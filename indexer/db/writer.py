@@ -36,6 +36,10 @@ class Writer:
             return None
         return time.monotonic() - self._failing_since, self._failure
 
+    async def lead(self) -> bool:
+        """Hold the indexer's writer lock, taking it if it is free (see Store.lead)."""
+        return await self._run(self.store.lead)
+
     async def apply(self, batch: Batch, source: str | None) -> list[str]:
         """Commit a planned batch with its cursor; returns the audio URLs that now need a check."""
         pending = await self._run(self.store.apply, batch, source)
@@ -79,6 +83,10 @@ class Writer:
     def set_meta(self, key: str, value: str) -> None:
         """Blocks: for start-up, before the event loop has work."""
         self._pool.submit(self.store.set_meta, key, value).result()
+
+    def keep_meta(self, key: str, value: str, replace: str | None) -> str:
+        """Blocks: for start-up, before the event loop has work."""
+        return self._pool.submit(self.store.keep_meta, key, value, replace).result()
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)

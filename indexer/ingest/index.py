@@ -63,11 +63,20 @@ class Index:
             pending = await self.writer.apply(batch, source)
         except Exception:
             # Rolled back: forget the accounts learned from batches that were not stored.
-            known = await asyncio.to_thread(self.store.known_accounts)
-            self.planner = Planner(known, self._max_future_us, verify=self._verify)
+            await self.reload_accounts()
             raise
         self.planner.known.update(batch.new_accounts)
         return pending
+
+    async def lead(self) -> bool:
+        """Hold the indexer's writer lock, taking it if it is free (see Store.lead)."""
+        return await self.writer.lead()
+
+    async def reload_accounts(self) -> None:
+        """Plan from the accounts the store holds: after a failed commit, or on taking over from another
+        indexer, which may have indexed accounts this process never saw."""
+        known = await asyncio.to_thread(self.store.known_accounts)
+        self.planner = Planner(known, self._max_future_us, verify=self._verify)
 
     async def ingest_local(self, commit: Commit, audio: AudioResult | None, handle: str | None) -> None:
         """Index a record this process just wrote to its author's PDS. `audio` is a check to record first
@@ -95,8 +104,8 @@ class Index:
         stored one is not `usable` (blocks: call at start-up)."""
         stored = self.store.meta(key)
         if stored is None or not usable(stored):
-            stored = make()
-            self.writer.set_meta(key, stored)
+            # Another process on the same database may store one first: then every process keeps that one.
+            stored = self.writer.keep_meta(key, make(), replace=stored)
         return stored
 
     async def record_upload(self, did: str, key: str, size: int) -> None:

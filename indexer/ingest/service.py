@@ -35,6 +35,8 @@ PROOF_SWEEP_SECONDS = 30.0  # how often proofs that had to wait are looked for
 
 log = logging.getLogger(__name__)
 
+LEAD_POLL_SECONDS = 0.5  # how soon a standby takes over once the writer lock is free
+
 
 class Indexer:
     def __init__(
@@ -47,11 +49,11 @@ class Indexer:
         outbound: Outbound | None = None,
     ) -> None:
         """`replay_from` rewinds the stored cursor and starts exactly there; otherwise the indexer resumes
-        a few seconds before the stored cursor, as on any reconnect."""
+        a few seconds before the stored cursor, as on any reconnect. Either happens once this process holds
+        the writer lock (see `_take_lead`)."""
         self.settings = settings
         self.index = index
-        if replay_from is not None:
-            index.writer.rewind(replay_from, "replay")
+        self._replay_from = replay_from
         self._rewind_first = replay_from is None
         tune_for_ingest()
         index.on_new_accounts = self._follow_accounts
@@ -64,7 +66,10 @@ class Indexer:
         self.audio: WorkQueue[str, AudioResult] | None = None
         self.handles: WorkQueue[str, tuple[str, str | None] | None] | None = None
         self.proofs: WorkQueue[ProofJob, ProofResult] | None = None
-        self._unreachable: dict[ProofJob, int] = {}  # jobs whose PDS could not answer, and how often
+        self._proof_misses: dict[ProofJob, int] = {}  # jobs whose PDS could not answer, and how often
+        self.standby = False  # another indexer holds the writer lock: this one waits to take over
+        self._lost_lead = False
+        self._unreachable = False
 
     def stop(self) -> None:
         self._stopping.set()
@@ -74,6 +79,7 @@ class Indexer:
     def status(self) -> dict[str, object]:
         """For /xrpc/_health: where the indexer reads from and how much work it has in hand."""
         return {
+            "standby": self.standby,
             "jetstream": self._feed.connected_to if self._feed else None,
             "cursor": self.cursor,
             "audioChecksOutstanding": self.audio.outstanding if self.audio else 0,
@@ -83,6 +89,8 @@ class Indexer:
 
     async def run(self) -> None:
         """Index until stop(); then flush the batch in hand and the finished work, and return."""
+        if not await self._take_lead():
+            return
         async with contextlib.AsyncExitStack() as stack:
             outbound = self._outbound
             if outbound is None:
@@ -119,6 +127,10 @@ class Indexer:
         """Run feed processes until stop(): a feed that dies is started again, from the stored cursor."""
         failures = 0
         while not self._stopping.is_set():
+            if self._lost_lead:
+                if not await self._take_lead():
+                    return
+                self._lost_lead = False
             known = dict(self.index.planner.known)
             start = Start(self.settings, self.cursor, self._rewind_first, known, self.settings.ingest.max_future_us)
             self._rewind_first = True
@@ -153,10 +165,55 @@ class Indexer:
                     log.exception("batch failed; the feed reconnects from cursor=%s", self.cursor)
                 refused_through = shipped.connection
                 feed.ack(Ack(committed=False, known=dict(self.index.planner.known)))
+                if not await self._still_leading():
+                    log.warning("lost the writer lock to another indexer; standing by")
+                    self._lost_lead = True
+                    feed.stop()
                 continue
             feed.ack(Ack(committed=True))
             committed += 1
         return committed
+
+    async def _take_lead(self) -> bool:
+        """Wait as a standby until this process holds the writer lock (False: stopped first); then plan
+        from the accounts and index from the cursor the store holds, whoever wrote them."""
+        while not await self._lead():
+            if not self.standby:
+                log.warning("standby: another indexer holds the writer lock; waiting to take over")
+                self.standby = True
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), timeout=LEAD_POLL_SECONDS)
+            if self._stopping.is_set():
+                return False
+        if self.standby:
+            log.warning("took over the writer lock; indexing from the stored cursor")
+            self.standby = False
+        await self.index.reload_accounts()
+        if self._replay_from is not None:
+            await asyncio.to_thread(self.index.writer.rewind, self._replay_from, "replay")
+            self._replay_from = None
+        stored = await asyncio.to_thread(self.index.cursor)
+        self.cursor = stored.time_us if stored else None
+        return True
+
+    async def _lead(self) -> bool:
+        try:
+            leading = await self.index.lead()
+        except StoreError as exc:
+            if not self._unreachable:  # once an outage, not every poll
+                log.error("cannot reach the database for the writer lock reason=%s", exc.reason)
+            self._unreachable = True
+            return False
+        self._unreachable = False
+        return leading
+
+    async def _still_leading(self) -> bool:
+        """After a failed batch: False once another indexer holds the lock. A database that cannot be
+        reached says nothing either way: the feed goes on, and a batch is written again only under the lock."""
+        try:
+            return await self.index.lead()
+        except StoreError:
+            return True
 
     def _follow_accounts(self, dids: dict[str, int]) -> None:
         """Accounts indexed outside the feed (publishing), whose account events the feed must now follow."""
@@ -183,12 +240,12 @@ class Indexer:
     async def _record_proofs(self, results: list[ProofResult]) -> None:
         for result in results:
             if result.unreachable is not None:
-                self._unreachable[result.job] = self._unreachable.get(result.job, 0) + 1
-        decided = outcomes(results, self.settings.ingest.max_future_us, self._unreachable)
+                self._proof_misses[result.job] = self._proof_misses.get(result.job, 0) + 1
+        decided = outcomes(results, self.settings.ingest.max_future_us, self._proof_misses)
         pending = await self.index.writer.apply_proofs(decided)
         for result in results:
             if result.unreachable is None:
-                self._unreachable.pop(result.job, None)
+                self._proof_misses.pop(result.job, None)
             else:
                 job = result.job
                 log.info("proof unreachable did=%s rkey=%s reason=%s", job.did, job.rkey, result.unreachable)
