@@ -122,6 +122,8 @@ class ProofSettings:
     per_host: int = setting("RELAY_PROOF_PER_HOST", 8)
     timeout_seconds: float = setting("RELAY_PROOF_TIMEOUT_SECONDS", 10.0)
     retries: int = setting("RELAY_PROOF_RETRIES", 3)  # attempts for a PDS that fails or is busy, then later
+    # The first wait after those attempts; it doubles with each miss, up to an hour (or Retry-After).
+    retry_seconds: float = setting("RELAY_PROOF_RETRY_SECONDS", 60.0)
 
 
 @dataclass(frozen=True)

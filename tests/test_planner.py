@@ -11,9 +11,9 @@ import pytest
 
 from indexer.atproto.datetimes import us_from_iso
 from indexer.db.batch import Batch, Segment
-from indexer.ingest.planner import Planner
+from indexer.ingest.planner import PROVEN, Planner
 from tests.builders import wire
-from tests.servers.events import golden_events
+from tests.servers.events import commit, golden_events, record_cid, track_record
 
 CASES = [orjson.loads(line) for line in (Path(__file__).parent / "data" / "planner_cases.jsonl").read_bytes().splitlines() if line]
 A = "did:plc:aaaaaaaaaaaaaaaaaaaaaaaa"
@@ -103,3 +103,23 @@ def test_golden_v1_capture_with_its_account_known() -> None:
         "identities": [GOLDEN_ACCOUNT], "cursor": 1779719010689411,
         "counts": {"ignored": 8, "identity": 1, "account": 1},
     }
+
+
+def test_a_record_that_is_not_what_its_cid_names_is_rejected_when_records_are_proven() -> None:
+    """The proof checks the event's CID, so the body beside it must be that CID's record."""
+    record = track_record("Real", "Artist", "https://audio.example.r2.dev/a.mp3")
+    honest = commit(A, "3mmoojp7etg2g", "3mmoojp7vgo2a", "create", record)
+    tampered = commit(A, "3mmoojp7etg2g", "3mmoojp7vgo2b", "create", record | {"title": "Tampered"}, cid=honest["commit"]["cid"])
+    batch = Planner().plan(wire(honest, tampered))
+    assert [r.reason for r in batch.rejections] == [
+        f"cid: the record hashes to {record_cid(record | {'title': 'Tampered'})}, not the event's {honest['commit']['cid']}"
+    ]
+    assert [row["rev"] for row in tracks(batch.segments[0])] == ["3mmoojp7vgo2a"]
+    # Unproven records are taken as they come; a record this service wrote itself is proven already.
+    for planner, proof in ((Planner(verify=False), None), (Planner(), PROVEN)):
+        batch = planner.plan(wire(tampered), proof)
+        assert (batch.rejections, [row["title"] for row in tracks_full(batch)]) == ([], ["Tampered"])
+
+
+def tracks_full(batch: Batch) -> list[dict[str, Any]]:
+    return [row for segment in batch.segments if segment.tracks is not None for row in segment.tracks.to_pylist()]

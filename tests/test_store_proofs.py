@@ -68,19 +68,45 @@ def test_a_record_from_the_stream_waits_pending_and_shows_once_proven(index: Ind
     assert index.store.pending_proofs(now_us()) == []
 
 
-def test_a_differing_record_at_the_events_rev_is_forged_never_shown_and_kept_as_a_rejection(index: Index) -> None:
-    index.apply(create("3mmoojp7vgo2a"))
+def test_a_differing_record_at_the_events_rev_is_forged_and_the_pds_record_stands_in_its_place(
+    index: Index,
+) -> None:
+    index.apply(create("3mmoojp7vgo2a", "Claimed"))
     index.store.record_audio([AudioResult(URL, AudioState.VERIFIED, "ok", 200, "audio/mpeg")])
     job = job_of(index)
-    index.prove(ProofResult(job, Proven({"title": "Other"}, "bafyother", job.rev)))
-    rev, proof, reason, _, _ = index.proof()
-    assert (rev, proof) == ("3mmoojp7vgo2a", "forged")
-    assert reason == f"at rev 3mmoojp7vgo2a the PDS holds record bafyother, not the event's record {job.cid}"
-    assert index.visible() == []
+    real = track_record("Real", "Artist", URL)
+    assert index.prove(ProofResult(job, Proven(real, "bafyreal", job.rev))) == []  # its audio is known
+    assert index.proof() == ("3mmoojp7vgo2a", "proven", None, False, "Real")
+    assert index.visible() == [RKEY]
+    reason = f"unproven: at rev 3mmoojp7vgo2a the PDS holds record bafyreal, not the event's record {job.cid}"
     assert query(index.store, "SELECT uri, rev, reason FROM rejections") == [
-        (f"at://{DID}/app.relay.track/{RKEY}", "3mmoojp7vgo2a", f"unproven: {reason}")
+        (f"at://{DID}/app.relay.track/{RKEY}", "3mmoojp7vgo2a", reason)
     ]
+
+
+def test_a_create_the_pds_never_had_is_forged_and_becomes_a_tombstone_at_the_pds_rev(index: Index) -> None:
+    index.apply(create("3mmoojp7vgo2k"))
+    job = job_of(index)
+    index.prove(ProofResult(job, Absent("3mmoojp7vgo2a")))  # the repository is older than the claim
+    assert index.proof() == ("3mmoojp7vgo2a", "proven", None, True, None)
+    assert query(index.store, "SELECT reason FROM rejections") == [
+        ("unproven: the PDS's repository is at rev 3mmoojp7vgo2a, older than the event's 3mmoojp7vgo2k",)
+    ]
+    # The author's next real create, at a rev between the two, is not held back by the forged one's.
+    index.apply(create("3mmoojp7vgo2c", "Real"))
+    assert index.proof()[:2] == ("3mmoojp7vgo2c", "pending")
+
+
+def test_an_answer_that_proves_nothing_marks_the_row_forged_and_never_shows_it(index: Index) -> None:
+    index.apply(create("3mmoojp7vgo2a"))
+    index.store.record_audio([AudioResult(URL, AudioState.VERIFIED, "ok", 200, "audio/mpeg")])
+    index.prove(ProofResult(job_of(index), refused="the commit's signature does not verify"))
+    assert index.proof() == ("3mmoojp7vgo2a", "forged", "the commit's signature does not verify", False, "Song")
+    assert index.visible() == []
     assert index.store.status(5)["tracks"] == {"forged": 1}
+    assert query(index.store, "SELECT reason FROM rejections") == [
+        ("unproven: the commit's signature does not verify",)
+    ]
 
 
 def test_a_record_the_pds_no_longer_holds_is_superseded_by_a_tombstone_at_the_pds_rev(index: Index) -> None:
@@ -110,15 +136,32 @@ def test_an_unreachable_pds_delays_the_proof_with_backoff_and_it_is_asked_again_
     [(after_us,)] = query(index.store, "SELECT proof_after_us FROM tracks")
     assert before + 240_000_000 <= after_us <= now_us() + 240_000_000  # 60 s doubled twice
     assert index.store.pending_proofs(after_us) == [job]
+    # A PDS that asks for longer than the backoff is given it.
+    index.prove(ProofResult(job, unreachable="PDS answered 429", retry_after=1800.0))
+    [(after_us,)] = query(index.store, "SELECT proof_after_us FROM tracks")
+    assert before + 1_800_000_000 <= after_us <= now_us() + 1_800_000_000
 
 
 def test_a_verdict_on_an_older_rev_does_not_touch_the_newer_event(index: Index) -> None:
     index.apply(create("3mmoojp7vgo2a", "First"))
     old = job_of(index)
     index.apply(commit(DID, RKEY, "3mmoojp7vgo2b", "update", track_record("Second", "Artist", URL)))
-    index.prove(ProofResult(old, Absent("3mmoojp7vgo2a")), ProofResult(old, unreachable="timeout"))
+    index.prove(ProofResult(old, Absent("3mmoojp7vgo2a")))
+    index.prove(ProofResult(old, unreachable="timeout"))
+    index.prove(ProofResult(old, Proven(track_record("First", "Artist", URL), old.cid or "", old.rev)))
     assert index.proof() == ("3mmoojp7vgo2b", "pending", None, False, "Second")
     assert job_of(index).rev == "3mmoojp7vgo2b"
+
+
+def test_only_claims_still_waiting_for_their_proof_are_asked_again(index: Index) -> None:
+    index.apply(create("3mmoojp7vgo2a"), create("3mmoojp7vgo2a", rkey="3mmoojp7etg2h"))
+    first, second = job_of(index), job_of(index, "3mmoojp7etg2h")
+    assert sorted(index.store.unproven([first, second]), key=lambda j: j.rkey) == [first, second]
+    index.prove(ProofResult(first, Proven(track_record("Song", "Artist", URL), first.cid or "", first.rev)))
+    # A replayed event of a proven record, and a claim the store has since replaced, are not asked again.
+    stale = ProofJob(DID, "3mmoojp7etg2h", "3mmoojp7vgo29", second.cid)
+    assert index.store.unproven([first, second, stale]) == [second]
+    assert index.store.unproven([]) == []
 
 
 def test_stale_audio_lists_the_oldest_answers_first_and_only_final_ones(index: Index) -> None:

@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 
 import pyarrow as pa
 
+from indexer.db.rows import ProofJob
+
 # The columns of the `staged` relation the store's upsert reads, in order.
 TRACK_SCHEMA = pa.schema(
     [
@@ -111,10 +113,12 @@ class ProofDelay:
 
 @dataclass(slots=True)
 class ProofOutcomes:
-    """What a run of proofs changes, in one transaction: marks on rows, waits, and records the PDS proved
-    newer than the stream's (applied at the PDS's rev, like any change: `superseded`)."""
+    """What a run of proofs changes, in one transaction: marks on rows, waits, and what the PDS proved
+    where the stream's claim was not it (`superseded`, applied at the PDS's rev like any change, after the
+    `overruled` rows, claims the PDS proved false, have their rev forgotten so that it applies to them)."""
 
     marks: list[ProofMark] = field(default_factory=list)
+    overruled: list[ProofJob] = field(default_factory=list)
     delays: list[ProofDelay] = field(default_factory=list)
     superseded: pa.Table | None = None
     rejections: list[Rejection] = field(default_factory=list)

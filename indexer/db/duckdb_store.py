@@ -140,6 +140,22 @@ class DuckDBStore:
         return [ProofJob(*row) for row in rows]
 
     @_guarded
+    def unproven(self, jobs: list[ProofJob]) -> list[ProofJob]:
+        if not jobs:
+            return []
+        con = self.reader()
+        table = pa.table({name: [getattr(j, name) for j in jobs] for name in ("did", "rkey", "rev")})
+        con.register("jobs", table)
+        try:
+            rows = con.execute(
+                "SELECT t.did, t.rkey, t.rev, t.cid FROM jobs j JOIN tracks t "
+                "ON t.did = j.did AND t.rkey = j.rkey AND t.rev = j.rev WHERE t.proof = 'pending'"
+            ).fetchall()
+        finally:
+            con.unregister("jobs")
+        return [ProofJob(*row) for row in rows]
+
+    @_guarded
     def stale_audio(self, checked_before_us: int, limit: int) -> list[str]:
         rows = self.reader().execute(
             "SELECT url FROM audio_checks WHERE state IN ('verified', 'unavailable') AND checked_us < ? "
@@ -324,6 +340,8 @@ class DuckDBStore:
         stamp = self._stamp()
         pending: list[str] = []
         with self._transaction() as con:
+            if outcomes.overruled:
+                con.executemany(_OVERRULE, [(j.did, j.rkey, j.rev) for j in outcomes.overruled])
             if outcomes.superseded is not None:
                 pending = self._apply_tracks(con, outcomes.superseded, stamp)
             if outcomes.marks:
@@ -558,6 +576,10 @@ ON CONFLICT (did, rkey) DO UPDATE SET
     proof = excluded.proof, proof_reason = NULL, proof_after_us = 0
 WHERE excluded.rev > tracks.rev
 """
+
+# A claim its PDS proved false: its rev is forgotten (the empty string sorts before every TID), so what
+# the PDS proved applies in its place; only the row as it was claimed, not a newer event's.
+_OVERRULE = "UPDATE tracks SET rev = '' WHERE did = ? AND rkey = ? AND rev = ? AND proof = 'pending'"
 
 # A deletion purges the tracks the account has when it happens (tombstones stay, so nothing older comes
 # back); one older than what the store holds for the account changes nothing.

@@ -107,6 +107,8 @@ CARRY_AUDIO_VERDICTS = (
     "WHERE tracks.audio_url = r.url AND NOT tracks.deleted AND tracks.audio_state <> r.state"
 )
 
+# A claim its PDS proved false: its rev is forgotten, so what the PDS proved applies in its place.
+OVERRULE = "UPDATE tracks SET rev = '' WHERE did = %s AND rkey = %s AND rev = %s AND proof = 'pending'"
 # Only the row as it was proved: a newer event since then waits for its own proof.
 MARK_PROOF = (
     "UPDATE tracks SET proof = %s, proof_reason = %s, changed_us = %s "
@@ -115,6 +117,11 @@ MARK_PROOF = (
 DELAY_PROOF = (
     "UPDATE tracks SET proof_reason = %s, proof_after_us = %s "
     "WHERE did = %s AND rkey = %s AND rev = %s AND proof = 'pending'"
+)
+UNPROVEN = (
+    "SELECT t.did, t.rkey, t.rev, t.cid FROM unnest(%s::text[], %s::text[], %s::text[]) AS j(did, rkey, rev) "
+    'JOIN tracks t ON t.did = j.did COLLATE "C" AND t.rkey = j.rkey COLLATE "C" AND t.rev = j.rev COLLATE "C" '
+    "WHERE t.proof = 'pending'"
 )
 PENDING_PROOFS = "SELECT did, rkey, rev, cid FROM tracks WHERE proof = 'pending' AND proof_after_us <= %s"
 STALE_AUDIO = (

@@ -105,6 +105,13 @@ class PgStore:
         return [ProofJob(*row) for row in self._all(sql.PENDING_PROOFS, now_us)]
 
     @guarded
+    def unproven(self, jobs: list[ProofJob]) -> list[ProofJob]:
+        if not jobs:
+            return []
+        columns = ([j.did for j in jobs], [j.rkey for j in jobs], [j.rev for j in jobs])
+        return [ProofJob(*row) for row in self._all(sql.UNPROVEN, *columns)]
+
+    @guarded
     def stale_audio(self, checked_before_us: int, limit: int) -> list[str]:
         return [url for (url,) in self._all(sql.STALE_AUDIO, checked_before_us, limit)]
 
@@ -233,6 +240,8 @@ class PgStore:
         pending: list[str] = []
         with self._transaction() as con:
             stamp = self._stamp(con)
+            if outcomes.overruled:
+                con.cursor().executemany(sql.OVERRULE, [(j.did, j.rkey, j.rev) for j in outcomes.overruled])
             if outcomes.superseded is not None:
                 pending = self._apply_tracks(con, outcomes.superseded, stamp)
             if outcomes.marks:

@@ -65,6 +65,11 @@ class Store(Protocol):
         """Track rows whose record waits for its PDS's proof and may be asked now."""
         ...
 
+    def unproven(self, jobs: list[ProofJob]) -> list[ProofJob]:
+        """Those of `jobs` whose row still waits for exactly that proof: not a replayed event whose record
+        was proven (or replaced) already."""
+        ...
+
     def stale_audio(self, checked_before_us: int, limit: int) -> list[str]:
         """Audio URLs whose last answer (verified or unavailable) is older than that: link rot shows."""
         ...

@@ -16,7 +16,7 @@ from typing import TypeVar
 
 from indexer import metrics
 from indexer.db.batch import Batch, ProofOutcomes
-from indexer.db.rows import AudioResult
+from indexer.db.rows import AudioResult, ProofJob
 from indexer.db.store import Store
 
 log = logging.getLogger(__name__)
@@ -51,6 +51,15 @@ class Writer:
         for outcome, n in outcomes.counts.items():
             metrics.PROOFS.labels(outcome=outcome).inc(n)
         return pending
+
+    async def unproven(self, jobs: list[ProofJob]) -> list[ProofJob]:
+        """Read here, in order with the writes: a proof whose verdict commits after this read is still
+        claimed by its queue when the answer arrives, so it is never asked twice."""
+        return await self._run(self.store.unproven, jobs)
+
+    async def due_proofs(self, now_us: int) -> list[ProofJob]:
+        """Store.pending_proofs, in order with the writes (see unproven)."""
+        return await self._run(self.store.pending_proofs, now_us)
 
     async def record_audio(self, results: Iterable[AudioResult]) -> None:
         await self._run(self.store.record_audio, list(results))

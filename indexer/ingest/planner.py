@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 import pyarrow as pa
 
 from indexer.atproto import tid
+from indexer.atproto.datamodel import record_cid
 from indexer.atproto.nsid import TRACK_COLLECTION
 from indexer.atproto.records import Track, validate_track
 from indexer.atproto.syntax import is_did
@@ -101,6 +102,8 @@ class Planner:
             return
         try:
             track = self._validate(commit)
+            if track is not None and proof == PENDING:
+                _check_cid(commit)
         except InvalidRecord as exc:
             uri = record_uri(commit.did, commit.rkey)
             batch.rejections.append(
@@ -156,6 +159,13 @@ class Planner:
         if event.status == "deleted":
             change.purge_at_us, change.purge_seq = event.at_us, event.seq
         counts["account"] += 1
+
+
+def _check_cid(commit: Commit) -> None:
+    """The proof checks the event's CID: the record stored beside it must be the one that CID names."""
+    cid = record_cid(commit.record)
+    if cid != commit.cid:
+        raise InvalidRecord(f"cid: the record hashes to {cid}, not the event's {str(commit.cid)[:80]}")
 
 
 def _capped(text: str) -> str:

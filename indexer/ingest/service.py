@@ -224,8 +224,8 @@ class Indexer:
         pending = await self.index.commit(batch, source)
         if pending and self.audio is not None:
             self.audio.submit(pending)
-        if self.proofs is not None:
-            self.proofs.submit(_proof_jobs(batch))
+        if self.proofs is not None and (jobs := _proof_jobs(batch)):
+            self.proofs.submit(await self.index.writer.unproven(jobs))
         if batch.identities and self.handles is not None:
             self.handles.submit(batch.identities)
         if batch.cursor is not None:
@@ -241,7 +241,8 @@ class Indexer:
         for result in results:
             if result.unreachable is not None:
                 self._proof_misses[result.job] = self._proof_misses.get(result.job, 0) + 1
-        decided = outcomes(results, self.settings.ingest.max_future_us, self._proof_misses)
+        settings = self.settings
+        decided = outcomes(results, settings.ingest.max_future_us, self._proof_misses, settings.proofs.retry_seconds)
         pending = await self.index.writer.apply_proofs(decided)
         for result in results:
             if result.unreachable is None:
@@ -256,10 +257,14 @@ class Indexer:
         """Proofs still pending: at start, and then those whose wait (a PDS that could not answer) is over.
         The queue drops jobs it already holds, so asking again is harmless."""
         while True:
-            jobs = await asyncio.to_thread(self.index.store.pending_proofs, now_us())
+            try:
+                jobs = await self.index.writer.due_proofs(now_us())
+            except StoreError as exc:  # the database is away: the next round asks again
+                log.warning("proof sweep failed reason=%s", exc.reason)
+                jobs = []
             if self.proofs is not None:
                 self.proofs.submit(jobs)
-            await asyncio.sleep(PROOF_SWEEP_SECONDS)
+            await asyncio.sleep(min(PROOF_SWEEP_SECONDS, max(0.1, self.settings.proofs.retry_seconds / 2)))
 
     async def _recheck_audio(self) -> None:
         """Link rot: audio that answered (or did not) is asked again once its answer is older than
@@ -273,7 +278,10 @@ class Indexer:
             if settings.rechecks_per_hour <= 0 or self.audio is None:
                 continue
             before = now_us() - int(settings.recheck_seconds * 1_000_000)
-            self.audio.submit(await asyncio.to_thread(self.index.store.stale_audio, before, per_round))
+            try:
+                self.audio.submit(await asyncio.to_thread(self.index.store.stale_audio, before, per_round))
+            except StoreError as exc:
+                log.warning("audio recheck failed reason=%s", exc.reason)
 
 
 def _proof_jobs(batch: Batch) -> list[ProofJob]:

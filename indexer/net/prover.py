@@ -12,8 +12,9 @@ What the answer means for the index is decided in `indexer/ingest/proofs.py`.
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import email.utils
 import logging
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -34,6 +35,7 @@ from indexer.slots import KeyedSlots
 log = logging.getLogger(__name__)
 
 MAX_RETRY_AFTER_SECONDS = 60.0  # a PDS may ask us to wait; not for longer than this within one job
+MAX_WAIT_SECONDS = 3600.0  # nor, from the store, for longer than this
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +44,7 @@ class ProofResult:
     answer: Proven | Absent | None = None  # what the PDS proved
     refused: str | None = None  # the PDS answered with something that proves nothing: forged
     unreachable: str | None = None  # no answer to judge (down, busy, slow): ask again later
+    retry_after: float = 0.0  # and not before this many seconds, as the PDS asked (429/503 Retry-After)
 
 
 class Prover:
@@ -82,16 +85,16 @@ class Prover:
         except UnsafeURL as exc:
             return ProofResult(job, refused=f"the account's PDS is refused: {exc.reason}")
         params = {"did": job.did, "collection": TRACK_COLLECTION, "rkey": job.rkey}
-        unreachable = "no attempt made"
+        unreachable, wait = "no attempt made", 0.0
         for attempt in range(self._attempts):
             if attempt:
-                await asyncio.sleep(self._retry_base * 4 ** (attempt - 1))
+                await asyncio.sleep(max(self._retry_base * 4 ** (attempt - 1), wait))
             body, unreachable, wait = await self._fetch(url, params)
             if body is not None:
                 return await self._judge(job, identity.document, body)
-            if wait:
-                await asyncio.sleep(wait)
-        return ProofResult(job, unreachable=unreachable)
+            if wait > MAX_RETRY_AFTER_SECONDS:
+                break  # longer than a job waits in hand: the store keeps it until then
+        return ProofResult(job, unreachable=unreachable, retry_after=wait)
 
     async def _fetch(self, url: httpx.URL, params: dict[str, str]) -> tuple[bytes | None, str, float]:
         """The CAR; or why not, and how long the PDS asked us to wait."""
@@ -136,7 +139,14 @@ def _verify(car: bytes, job: ProofJob, key: SigningKey) -> Proven | Absent:
 
 
 def _retry_after(value: str | None) -> float:
-    if value is not None:
-        with contextlib.suppress(ValueError):
-            return min(max(float(value), 0.0), MAX_RETRY_AFTER_SECONDS)
-    return 0.0
+    """Seconds, from either form HTTP allows: a number of seconds or a date."""
+    if value is None:
+        return 0.0
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            seconds = email.utils.parsedate_to_datetime(value).timestamp() - time.time()
+        except (TypeError, ValueError):
+            return 0.0
+    return min(max(seconds, 0.0), MAX_WAIT_SECONDS)

@@ -15,7 +15,8 @@ loop, so it serves any test loop and any plain script alike. Behaviour is chosen
     /redirect/<n>        302 to /redirect/<n-1>; /redirect/0 serves audio
     /to?url=<location>   302 to exactly that Location
 
-`hits` counts requests per path (query excluded); `peak` is the most requests ever in flight at once.
+`hits` counts requests per path (query excluded); `peak` is the most requests ever in flight at once;
+`overrides` answers a path with another status for as long as it holds it (audio that goes away).
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ class AudioServer:
     def __init__(self, *, certfile: str | None = None, keyfile: str | None = None) -> None:
         self._tls = (certfile, keyfile)
         self.hits: Counter[str] = Counter()
+        self.overrides: dict[str, int] = {}
         self.peak = 0
         self._in_flight = 0
         self.base_url = ""
@@ -129,6 +131,8 @@ class AudioServer:
 
     async def _respond(self, scope: Scope, path: str) -> tuple[int, Headers, bytes]:
         method: str = scope["method"]
+        if path in self.overrides:
+            return self.overrides[path], [], b""
         parts = path.strip("/").split("/")
         kind, args = parts[0], parts[1:]
         if kind == "audio":

@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import libipld
 import orjson
 
 from indexer.atproto import tid
@@ -66,6 +67,15 @@ def fake_cid(data: bytes) -> str:
     return "b" + base64.b32encode(raw).decode().lower().rstrip("=")
 
 
+def record_cid(record: Any) -> str:
+    """The record's real CID (its DAG-CBOR block's), as a PDS would announce it; for a value DAG-CBOR
+    cannot hold (a float, say: a record the indexer must refuse anyway), a well-formed stand-in."""
+    try:
+        return fake_cid(libipld.encode_dag_cbor(record))
+    except (ValueError, TypeError, OverflowError):
+        return fake_cid(orjson.dumps(record))
+
+
 def track_record(
     title: str,
     artist: str,
@@ -103,7 +113,7 @@ def commit(
     body: dict[str, Any] = {"rev": rev, "operation": operation, "collection": collection, "rkey": rkey}
     if operation != "delete":
         body["record"] = record
-        body["cid"] = cid or fake_cid(orjson.dumps(record))
+        body["cid"] = cid or record_cid(record)
     return {"did": did, "time_us": now_us() if time_us is None else time_us, "kind": "commit", "commit": body}
 
 
