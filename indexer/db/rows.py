@@ -96,6 +96,12 @@ class SyncProgress:
     def outstanding(self) -> int:
         return self.states.get("pending", 0) + self.states.get("syncing", 0)
 
+    def counts(self) -> dict[str, int]:
+        """As /xrpc/_health, /metrics and app.relay.admin.getStatus show them: done is synced, failed or
+        inactive (failed ones are tried again later)."""
+        states = {state: self.states.get(state, 0) for state in ("synced", "failed", "inactive", "pending", "syncing")}
+        return {"total": self.total, "done": self.total - self.outstanding, **states, "records": self.records}
+
 
 class AccountRow(NamedTuple):
     did: str

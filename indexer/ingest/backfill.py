@@ -34,12 +34,13 @@ from indexer.atproto import tid
 from indexer.atproto.nsid import TRACK_COLLECTION
 from indexer.atproto.records import validate_track
 from indexer.atproto.uri import record_uri
-from indexer.config import BackfillSettings
+from indexer.config import BackfillSettings, Settings
 from indexer.db.batch import FAILED, INACTIVE, SYNCED, DiscoveryPage, Rejection, SyncBatch, SyncResult
 from indexer.db.rows import DiscoveryRun, SyncClaim
 from indexer.db.store import now_us
 from indexer.errors import InvalidRecord, StoreError
 from indexer.ingest.planner import PROVEN, TrackChange, track_table
+from indexer.net.outbound import Outbound
 from indexer.net.repos import Fetched, Refused, RepoAnswer, RepoFetcher, Unreachable
 
 log = logging.getLogger(__name__)
@@ -171,12 +172,13 @@ class Backfiller:
     def in_hand(self) -> int:
         return len(self._in_hand)
 
-    async def run(self) -> None:
+    async def run(self, *, discover: bool = True) -> None:
+        """Until cancelled; `discover`: list the relays too (first at once, then every interval)."""
         reset = await self._writer.reset_syncs()
         if reset:
             log.info("backfill resumes syncs left unfinished accounts=%d", reset)
         tasks = [asyncio.create_task(self._sync_loop()), asyncio.create_task(self._flush_loop())]
-        if self.settings.urls:
+        if self.settings.urls and discover:
             tasks.append(asyncio.create_task(self._discovery_loop()))
         try:
             await asyncio.gather(*tasks)
@@ -285,6 +287,11 @@ class Backfiller:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._discover.wait(), wait)
 
+    async def discover(self) -> None:
+        """List every relay now, from where its listing stands (for a one-off run)."""
+        for relay in self.settings.urls:
+            await self._discover_relay(relay, 0)
+
     async def _discover_relay(self, relay: str, interval_us: int) -> None:
         runs = {run.relay: run for run in await self._writer.discovery_runs()}
         run = runs.get(relay)
@@ -330,3 +337,37 @@ class SyncWriter(Protocol):
     async def apply_syncs(self, batch: SyncBatch) -> list[str]: ...
     async def record_discovery(self, page: DiscoveryPage) -> None: ...
     async def discovery_runs(self) -> list[DiscoveryRun]: ...
+    async def request_syncs(self, dids: list[str] | None, reason: str) -> int: ...
+
+
+async def sync_once(
+    settings: Settings, writer: SyncWriter, known: dict[str, int], dids: list[str] | None, done: asyncio.Event
+) -> None:
+    """A one-off backfill with no service running (`relay-appview backfill` while nothing serves): ask for
+    these accounts (None: every account, after listing every relay again) and sync until `done` is set (the
+    caller watches the progress). Audio is checked by the service once it runs (it asks for every pending URL
+    at start)."""
+    outbound = Outbound(settings)
+    relays = httpx.AsyncClient(timeout=httpx.Timeout(60.0), trust_env=False)
+    try:
+        insecure = settings.net.allow_insecure
+        fetcher = RepoFetcher(settings.backfill, outbound.identity, outbound.web, allow_insecure=insecure)
+        backfiller = Backfiller(
+            settings.backfill,
+            writer,
+            fetcher,
+            known=lambda did: did in known,
+            on_synced=lambda new, _: known.update(new),
+            max_future_us=settings.ingest.max_future_us,
+            relay_client=relays,
+        )
+        await writer.request_syncs(dids, "asked for by an operator")
+        if dids is None:
+            await backfiller.discover()
+        running = asyncio.create_task(backfiller.run(discover=False))
+        await done.wait()
+        running.cancel()
+        await asyncio.gather(running, return_exceptions=True)
+    finally:
+        await relays.aclose()
+        await outbound.aclose()
