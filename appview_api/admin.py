@@ -21,7 +21,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from appview_api.errors import AuthRequired, InvalidRequest, NotFound, RequestError
+from appview_api.errors import AuthRequired, IndexerNotRunning, InvalidRequest, NotFound
 from appview_api.xrpc import json_input, json_response, method
 from indexer.atproto import lexicons
 from indexer.atproto.datetimes import iso_from_us
@@ -33,10 +33,6 @@ log = logging.getLogger(__name__)
 
 REPLAY, BACKFILL, STATUS = "app.relay.admin.replay", "app.relay.admin.backfill", "app.relay.admin.getStatus"
 NSIDS = (REPLAY, BACKFILL, STATUS)
-
-
-class IndexerNotRunning(RequestError):
-    """This process serves the API only (`serve --no-index`): nothing here indexes."""
 
 
 class Control(Protocol):
@@ -95,20 +91,18 @@ class Admin:
         return self._control
 
     async def _replay(self, request: Request) -> dict[str, Any]:
-        control = self._running()
         cursor = (await json_input(request, REPLAY))["cursor"]
-        await control.replay(cursor)
+        await self._running().replay(cursor)
         log.warning("replay asked for through the admin API cursor=%d", cursor)
         return {"cursor": cursor, "time": iso_from_us(cursor)}
 
     async def _backfill(self, request: Request) -> dict[str, Any]:
-        control = self._running()
         body = await json_input(request, BACKFILL)
         dids, everyone = body.get("dids") or [], bool(body.get("all"))
         if bool(dids) == everyone:
             raise InvalidRequest("give either dids or all: true")
         since = now_us()
-        requested = await control.request_backfill(None if everyone else list(dids))
+        requested = await self._running().request_backfill(None if everyone else list(dids))
         asked = "all" if everyone else len(dids)
         log.warning("backfill asked for through the admin API accounts=%s requested=%d", asked, requested)
         return {"requested": requested, "since": since}

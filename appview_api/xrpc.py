@@ -53,6 +53,7 @@ ERRORS: dict[type[RelayError], tuple[str, int]] = {
     errors.SignInFailed: ("SignInFailed", 400),
     errors.SignInUnavailable: ("SignInUnavailable", 503),
     errors.StorageError: ("StorageUnavailable", 503),
+    errors.IndexerNotRunning: ("IndexerNotRunning", 409),
     StoreUnavailable: ("DatabaseUnavailable", 503),
     StoreError: ("InternalServerError", 500),
 }
