@@ -149,7 +149,7 @@ def verify_commit(car: Car, *, did: str, key: SigningKey) -> Commit:
     data = car.blocks.get(root)
     if data is None:
         raise MissingBlock(f"commit {cid_str(root)} is missing")
-    value = decode_block(root, data, "commit")
+    value = decode_block(root, data, "commit", bytes_fields=("sig",))
     if not isinstance(value, dict):
         raise MalformedBlock(f"commit {cid_str(root)} is not a map")
     _check_commit_fields(value)
