@@ -237,6 +237,7 @@ class Backfiller:
         else:
             log.warning("repo not synced did=%s state=%s reason=%s", claim.did, result.state, result.reason)
         await self._done.put(decided)
+        self._wake.set()  # a worker's room is free: the next account can start while this one is written
 
     async def _flush_loop(self) -> None:
         while True:

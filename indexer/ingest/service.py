@@ -7,6 +7,7 @@ handle lookups, and the slow recheck of audio that answered (link rot). `serve` 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import math
@@ -35,6 +36,8 @@ from indexer.net.repos import RepoFetcher
 from indexer.runtime import tune_for_ingest
 
 PROOF_SWEEP_SECONDS = 30.0  # how often proofs that had to wait are looked for
+BACKFILL_AUDIO_SECONDS = 0.1  # how often audio of synced tracks is handed to the checks
+BACKFILL_AUDIO_IN_FLIGHT = 4  # checks of synced tracks' audio at a time while syncs are in hand
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +77,7 @@ class Indexer:
         self._lost_lead = False
         self._unreachable = False
         self.backfill: Backfiller | None = None
+        self._synced_audio: collections.deque[str] = collections.deque()  # from syncs, not yet handed over
         self.window_gap: dict[str, object] | None = None  # the last gap this process saw in the stream
 
     def stop(self) -> None:
@@ -152,7 +156,7 @@ class Indexer:
                     max_future_us=self.settings.ingest.max_future_us,
                     relay_client=relays,
                 )
-                workers.append(asyncio.create_task(self.backfill.run()))
+                workers += [asyncio.create_task(self.backfill.run()), asyncio.create_task(self._backfill_audio())]
             try:
                 await self._follow()
             finally:
@@ -287,14 +291,28 @@ class Indexer:
             metrics.INDEXER_LAG.set(max(time.time() - batch.cursor / 1_000_000, 0.0))
 
     def _synced(self, new_accounts: dict[str, int], pending: list[str]) -> None:
-        """What finished syncs brought: audio to check, and accounts now indexed to follow and resolve."""
-        if pending and self.audio is not None:
-            self.audio.submit(pending)
+        """What finished syncs brought: audio to check (see `_backfill_audio`), and accounts now indexed to
+        follow and resolve."""
+        self._synced_audio.extend(pending)
         if new_accounts:
             self.index.planner.known.update(new_accounts)
             self._follow_accounts(new_accounts)
             if self.handles is not None:
                 self.handles.submit(new_accounts)
+
+    async def _backfill_audio(self) -> None:
+        """Audio of synced tracks yields to the syncs: while repositories are in hand only a few checks run
+        at a time (a backfill of thousands of tracks would otherwise spend the event loop on HEAD requests
+        and hold the syncs back), and the rest once they are done. The URLs wait in the store as pending
+        too, so a restart loses none."""
+        while True:
+            await asyncio.sleep(BACKFILL_AUDIO_SECONDS)
+            if self.audio is None or self.backfill is None or not self._synced_audio:
+                continue
+            room = len(self._synced_audio)
+            if self.backfill.in_hand:
+                room = max(0, BACKFILL_AUDIO_IN_FLIGHT - self.audio.outstanding)
+            self.audio.submit([self._synced_audio.popleft() for _ in range(min(room, len(self._synced_audio)))])
 
     async def _record_handles(self, results: list[tuple[str, str | None] | None]) -> None:
         handles = dict(result for result in results if result is not None)
