@@ -27,68 +27,19 @@ from indexer.atproto import tid
 from indexer.config import Settings
 from indexer.db.duckdb_store import DuckDBStore
 from indexer.ingest.service import Indexer
-from tests.fixtures.pds import LocalPds, PdsAccount
+from tests.fixtures.pds import LocalPds
+from tests.pds_writes import TRACK, Repo, rkey_of
 from tests.repo_builders import multikey, new_key
 from tests.running import indexer_settings, running_indexer
 from tests.servers.audio import AudioServer
-from tests.servers.events import commit, now_us, record_cid, track_record
+from tests.servers.events import commit, now_us, record_cid
 from tests.servers.jetstream import JetstreamServer
 from tests.servers.pds_proxy import PdsProxy
 from tests.waiting import eventually
 
 pytestmark = pytest.mark.slow  # end to end: the reference PDS, real servers
 
-TRACK = "app.relay.track"
 GET_RECORD = "com.atproto.sync.getRecord"
-
-
-class Repo:
-    """One account's writes to the reference PDS, each returned as the Jetstream event a relay would carry."""
-
-    def __init__(self, pds: LocalPds, account: PdsAccount, audio: AudioServer) -> None:
-        self.pds, self.account, self.audio = pds, account, audio
-
-    @property
-    def did(self) -> str:
-        return self.account.did
-
-    def record(self, title: str) -> dict[str, Any]:
-        return track_record(title, "Artist", self.audio.url(f"/audio/{title.replace(' ', '-')}.mp3"))
-
-    def create(self, title: str, rkey: str | None = None) -> dict[str, Any]:
-        record = self.record(title)
-        body: dict[str, Any] = {"collection": TRACK, "record": record} | ({"rkey": rkey} if rkey else {})
-        written = self._write("createRecord", body)
-        return commit(self.did, written["uri"].rsplit("/", 1)[1], written["commit"]["rev"], "create", record, cid=written["cid"])
-
-    def update(self, rkey: str, title: str) -> dict[str, Any]:
-        record = self.record(title)
-        written = self._write("putRecord", {"collection": TRACK, "rkey": rkey, "record": record})
-        return commit(self.did, rkey, written["commit"]["rev"], "update", record, cid=written["cid"])
-
-    def delete(self, rkey: str) -> dict[str, Any]:
-        written = self._write("deleteRecord", {"collection": TRACK, "rkey": rkey})
-        return commit(self.did, rkey, written["commit"]["rev"], "delete")
-
-    def rev(self) -> str:
-        response = httpx.get(
-            f"{self.pds.pds_url}/xrpc/com.atproto.sync.getLatestCommit", params={"did": self.did}, timeout=30
-        )
-        return str(response.json()["rev"])
-
-    def _write(self, method: str, body: dict[str, Any]) -> dict[str, Any]:
-        response = httpx.post(
-            f"{self.pds.pds_url}/xrpc/com.atproto.repo.{method}",
-            json={"repo": self.did, **body},
-            headers=self.account.auth_headers,
-            timeout=30,
-        )
-        response.raise_for_status()
-        return dict(response.json())
-
-
-def rkey_of(event: dict[str, Any]) -> str:
-    return str(event["commit"]["rkey"])
 
 
 def settings(server: JetstreamServer, proxy: PdsProxy, pds: LocalPds, **variables: Any) -> Settings:
@@ -188,7 +139,12 @@ async def test_each_outcome_of_a_proof_against_the_reference_pds(
         never_key: (None, "proven", True, head),
         rkey_of(last): ("Honest", "proven", False, last["commit"]["rev"]),
     }
-    assert visible == {rkey_of(real): "Real", rkey_of(before): "After", rkey_of(again[0]): "Twice", rkey_of(last): "Honest"}
+    assert visible == {
+        rkey_of(real): "Real",
+        rkey_of(before): "After",
+        rkey_of(again[0]): "Twice",
+        rkey_of(last): "Honest",
+    }
     uri = f"at://{repo.did}/{TRACK}/"
     assert rejected == [
         (
@@ -250,10 +206,14 @@ async def test_answers_that_prove_nothing_are_forged_and_a_rotated_key_is_fetche
     flipped_cid = events[0]["commit"]["cid"]
     assert rejected == {
         f"at://{flipped.did}/{TRACK}/{rkey_of(events[0])}": f"unproven: block {flipped_cid} does not match its hash",
-        f"at://{stranger.did}/{TRACK}/{rkey_of(events[1])}": rejected[f"at://{stranger.did}/{TRACK}/{rkey_of(events[1])}"],
+        f"at://{stranger.did}/{TRACK}/{rkey_of(events[1])}": rejected[
+            f"at://{stranger.did}/{TRACK}/{rkey_of(events[1])}"
+        ],
     }
     reason = rejected[f"at://{stranger.did}/{TRACK}/{rkey_of(events[1])}"]
-    assert reason.startswith("unproven: commit ") and reason.endswith(f"signature does not verify against {stranger.did}'s key")
+    assert reason.startswith("unproven: commit ") and reason.endswith(
+        f"signature does not verify against {stranger.did}'s key"
+    )
     assert len(document_fetches) >= 2  # the cached document, then once more when its key failed
 
 
@@ -274,12 +234,20 @@ async def test_a_pds_that_cannot_answer_is_asked_again_later_and_nothing_shows_m
                     fault()
                     event = repo.create(expected)
                     server.append(event)
-                    await eventually(lambda: query(indexer, "SELECT proof_reason FROM tracks WHERE rkey = ?", rkey_of(event)) == [(expected,)], 30)
+                    await eventually(
+                        lambda: (
+                            query(indexer, "SELECT proof_reason FROM tracks WHERE rkey = ?", rkey_of(event))
+                            == [(expected,)]
+                        ),
+                        30,
+                    )
                     assert rkey_of(event) not in shown(indexer)
                     proxy.faults.clear()
                     proxy.delays.clear()
                     await eventually(lambda: rkey_of(event) in shown(indexer), 30)
-                    assert query(indexer, "SELECT proof, proof_reason FROM tracks WHERE rkey = ?", rkey_of(event)) == [("proven", None)]
+                    assert query(indexer, "SELECT proof, proof_reason FROM tracks WHERE rkey = ?", rkey_of(event)) == [
+                        ("proven", None)
+                    ]
 
                 proxy.faults[GET_RECORD] = 500
                 await eventually(lambda: reason() == [("pending", "the PDS answered 500")], 30)
@@ -288,7 +256,9 @@ async def test_a_pds_that_cannot_answer_is_asked_again_later_and_nothing_shows_m
                 await eventually(lambda: shown(indexer) == {rkey_of(first): "Down"}, 30)
 
                 await outage(lambda: proxy.delays.update({GET_RECORD: 1.5}), "the PDS timed out")
-                await outage(lambda: proxy.faults.update({GET_RECORD: "drop"}), "the PDS is unreachable: RemoteProtocolError")
+                await outage(
+                    lambda: proxy.faults.update({GET_RECORD: "drop"}), "the PDS is unreachable: RemoteProtocolError"
+                )
 
                 # 429 with Retry-After: the PDS is asked again no sooner than it said, within the same job.
                 proxy.faults[GET_RECORD] = 429
@@ -350,7 +320,10 @@ async def test_kill_9_mid_verification_loses_no_proof_and_repeats_none(
 
             store = DuckDBStore(db)
             try:
-                proven_before = {rkey for (rkey,) in store.reader().execute("SELECT rkey FROM tracks WHERE proof = 'proven'").fetchall()}
+                proven_before = {
+                    rkey
+                    for (rkey,) in store.reader().execute("SELECT rkey FROM tracks WHERE proof = 'proven'").fetchall()
+                }
                 stored = store.reader().execute("SELECT count(*) FROM tracks").fetchone()
             finally:
                 store.close()
