@@ -1,7 +1,8 @@
 """Two accounts claim one handle: only the account the handle resolves back to is shown under it, and
 `actor=<handle>` finds only that account, whichever of the two was resolved last. Through Jetstream (a real
 `serve` process) and through publishing (the service's own write path), against the reference PDS, with
-the impostor's DID document rewritten at the wire (the PLC proxy) to claim the owner's handle."""
+the impostor's DID document rewritten at the wire (the PLC proxy) to claim the owner's handle. And a handle
+that stops resolving back (its domain changes hands) is shown no more once verified again."""
 
 from __future__ import annotations
 
@@ -16,9 +17,11 @@ from typing import Any
 import httpx
 import pytest
 
+from indexer.db.duckdb_store import DuckDBStore
 from tests.fixtures.pds import LocalPds, PdsAccount
 from tests.fixtures.publish import start_service
 from tests.pds_writes import Repo, rkey_of
+from tests.running import indexer_settings, indexing_file
 from tests.servers.audio import AudioServer
 from tests.servers.jetstream import JetstreamServer
 from tests.servers.pds_proxy import PdsProxy
@@ -132,3 +135,32 @@ def test_an_impostor_publishing_is_never_shown_under_the_handle_it_claims(tmp_pa
     # The impostor's own PDS handle is no longer in its document, so nothing answers to it either.
     assert fake_handle.status_code == 400
     assert fake_handle.json()["error"] == "ActorNotFound"
+
+
+async def test_a_handle_that_stops_resolving_back_is_verified_again_and_shown_no_more(
+    tmp_path: Path, audio_server: AudioServer, local_pds: LocalPds
+) -> None:
+    repo = Repo(local_pds, local_pds.create_account("drifter"), audio_server)
+    event = repo.create("Song")
+    txt = (f"_atproto.{repo.account.handle}", "TXT")
+    async with JetstreamServer([event]) as server:
+        config = indexer_settings(
+            server.url,
+            RELAY_PLC_URL=local_pds.plc_url,
+            RELAY_DNS_NAMESERVERS=local_pds.nameserver,
+            RELAY_HANDLE_RECHECK_SECONDS=0.4,
+            RELAY_HANDLE_RECHECKS_PER_HOUR=360_000,
+        )
+        async with indexing_file(config, tmp_path / "db.duckdb", event["time_us"]) as indexer:
+            store = indexer.index.store
+            assert isinstance(store, DuckDBStore)
+
+            def handle() -> list[tuple[Any, ...]]:
+                return store.reader().execute("SELECT handle FROM accounts WHERE did = ?", [repo.did]).fetchall()
+
+            await eventually(lambda: handle() == [(repo.account.handle,)], 30)
+            # The domain changes hands: its TXT record now names someone else.
+            local_pds.dns.records[txt] = ["did=did:plc:aaaaaaaaaaaaaaaaaaaaaaaa"]
+            await eventually(lambda: handle() == [("handle.invalid",)], 30)
+            local_pds.dns.records[txt] = [f"did={repo.did}"]
+            await eventually(lambda: handle() == [(repo.account.handle,)], 30)
