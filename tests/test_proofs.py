@@ -9,12 +9,11 @@ forged, unreachable) is asserted exactly, with what it leaves in the index and i
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import signal
 import socket
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
@@ -30,7 +29,7 @@ from indexer.ingest.service import Indexer
 from tests.fixtures.pds import LocalPds
 from tests.pds_writes import TRACK, Repo, rkey_of
 from tests.repo_builders import multikey, new_key
-from tests.running import indexer_settings, running_indexer
+from tests.running import indexer_settings, indexing_file
 from tests.servers.audio import AudioServer
 from tests.servers.events import commit, now_us, record_cid
 from tests.servers.jetstream import JetstreamServer
@@ -53,16 +52,6 @@ def settings(server: JetstreamServer, proxy: PdsProxy, pds: LocalPds, **variable
     return indexer_settings(
         server.url, RELAY_PLC_URL=proxy.url, RELAY_DNS_NAMESERVERS=pds.nameserver, **(quick | variables)
     )
-
-
-@contextlib.asynccontextmanager
-async def indexing(settings: Settings, path: Path, cursor: int) -> AsyncIterator[Indexer]:
-    store = DuckDBStore(path)
-    try:
-        async with running_indexer(settings, store, cursor) as indexer:
-            yield indexer
-    finally:
-        store.close()
 
 
 def query(indexer: Indexer, sql: str, *params: Any) -> list[tuple[Any, ...]]:
@@ -123,7 +112,7 @@ async def test_each_outcome_of_a_proof_against_the_reference_pds(
     with PdsProxy(local_pds.pds_url, local_pds.plc_url) as proxy:
         async with JetstreamServer(events) as server:
             config = settings(server, proxy, local_pds)
-            async with indexing(config, tmp_path / "db.duckdb", events[0]["time_us"]) as indexer:
+            async with indexing_file(config, tmp_path / "db.duckdb", events[0]["time_us"]) as indexer:
                 await eventually(lambda: settled(indexer, 6) and len(shown(indexer)) == 4, 30)
                 tracks = rows(indexer, repo.did)
                 visible = shown(indexer)
@@ -193,7 +182,7 @@ async def test_answers_that_prove_nothing_are_forged_and_a_rotated_key_is_fetche
         proxy.rewrite[GET_RECORD] = lambda car: car.replace(b"Flip me", b"Flip Me")
         async with JetstreamServer(events) as server:
             config = settings(server, proxy, local_pds)
-            async with indexing(config, tmp_path / "db.duckdb", events[0]["time_us"]) as indexer:
+            async with indexing_file(config, tmp_path / "db.duckdb", events[0]["time_us"]) as indexer:
                 await eventually(lambda: settled(indexer, 3), 30)
                 proofs = dict(query(indexer, "SELECT title, proof FROM tracks"))
                 rejected = dict(query(indexer, "SELECT uri, reason FROM rejections"))
@@ -225,7 +214,7 @@ async def test_a_pds_that_cannot_answer_is_asked_again_later_and_nothing_shows_m
     with PdsProxy(local_pds.pds_url, local_pds.plc_url) as proxy:
         async with JetstreamServer([first]) as server:
             config = settings(server, proxy, local_pds, RELAY_PROOF_RETRIES=2, RELAY_PROOF_TIMEOUT_SECONDS=1.0)
-            async with indexing(config, tmp_path / "db.duckdb", first["time_us"]) as indexer:
+            async with indexing_file(config, tmp_path / "db.duckdb", first["time_us"]) as indexer:
 
                 def reason() -> list[tuple[Any, ...]]:
                     return query(indexer, "SELECT proof, proof_reason FROM tracks WHERE rkey = ?", rkey_of(first))
@@ -282,7 +271,7 @@ async def test_audio_that_goes_away_hides_its_tracks_until_it_comes_back(
             config = settings(
                 server, proxy, local_pds, RELAY_AUDIO_RECHECK_SECONDS=0.5, RELAY_AUDIO_RECHECKS_PER_HOUR=36_000
             )
-            async with indexing(config, tmp_path / "db.duckdb", event["time_us"]) as indexer:
+            async with indexing_file(config, tmp_path / "db.duckdb", event["time_us"]) as indexer:
                 await eventually(lambda: shown(indexer) == {rkey_of(event): "Fragile"}, 30)
                 audio_server.overrides[path] = 404
                 await eventually(lambda: shown(indexer) == {}, 30)
