@@ -171,6 +171,10 @@ class IdentitySettings:
     negative_cache_seconds: float = setting("RELAY_IDENTITY_NEGATIVE_CACHE_SECONDS", 60.0)  # and failures
     # DID documents fetched for requests not yet authenticated (publish tokens, sign-ins), a minute.
     unauthenticated_lookups_per_minute: int = setting("RELAY_UNAUTHENTICATED_LOOKUPS_PER_MINUTE", 120)
+    # A handle shown is verified again once its answer is this old (a domain can change hands), at most
+    # this many an hour, spread out.
+    handle_recheck_seconds: float = setting("RELAY_HANDLE_RECHECK_SECONDS", 86400.0)
+    handle_rechecks_per_hour: int = setting("RELAY_HANDLE_RECHECKS_PER_HOUR", 600)
 
 
 @dataclass(frozen=True)

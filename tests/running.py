@@ -6,9 +6,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 from indexer.config import Settings
+from indexer.db.duckdb_store import DuckDBStore
 from indexer.db.store import Store
 from indexer.ingest.index import Index
 from indexer.ingest.service import Indexer
@@ -48,3 +50,14 @@ async def running_indexer(settings: Settings, store: Store, cursor: int | None) 
             await task
         await checker.aclose()
         index.close()
+
+
+@contextlib.asynccontextmanager
+async def indexing_file(settings: Settings, path: Path, cursor: int | None) -> AsyncIterator[Indexer]:
+    """running_indexer over a DuckDB file of its own, closed on exit."""
+    store = DuckDBStore(path)
+    try:
+        async with running_indexer(settings, store, cursor) as indexer:
+            yield indexer
+    finally:
+        store.close()

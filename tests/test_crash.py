@@ -78,7 +78,8 @@ async def test_sigkill_mid_batch_then_restart_equals_a_clean_run(tmp_path: Path,
         # After the kill the index holds exactly the events up to the stored cursor: no half batch.
         store = DuckDBStore(db)
         cursor = store.cursor().time_us
-        assert events[0]["time_us"] < cursor < events[-1]["time_us"]
+        # Mid-stream: on a loaded machine only the first batch may have committed by the kill.
+        assert events[0]["time_us"] <= cursor < events[-1]["time_us"]
         prefix = [e for e in events if e["time_us"] <= cursor]
         assert snapshot(store) == reference(tmp_path / "prefix.duckdb", prefix)
         store.close()

@@ -231,10 +231,9 @@ async def test_a_handle_too_long_for_dns_goes_straight_to_https(
     handle = ".".join(["a" * 61] * 4) + ".com"  # 248 characters: valid, but `_atproto.` + it is no DNS name
     async with resolver(dns_server, dial_recorder) as handles:
         resolution = await handles.resolve(handle)
-    assert resolution.did is None
-    assert resolution.reason == (
-        f"no did= TXT record; https://{handle}/.well-known/atproto-did: ConnectError"
-    )
+    assert resolution == HandleResolution(
+        handle, None, None, f"no did= TXT record; https://{handle}/.well-known/atproto-did: no such domain"
+    )  # NXDOMAIN is an answer: not transient, not asked again soon
     assert [kind for _, kind in dns_server.queries] == ["A", "AAAA"]
 
 

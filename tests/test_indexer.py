@@ -3,8 +3,6 @@ of the local PDS for handles."""
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +14,7 @@ from indexer.config import Settings
 from indexer.db.duckdb_store import DuckDBStore
 from indexer.ingest.service import Indexer
 from tests.fixtures.pds import LocalPds
-from tests.running import indexer_settings, running_indexer
+from tests.running import indexer_settings, indexing_file
 from tests.servers.audio import AudioServer
 from tests.servers.events import account, commit, identity, now_us, track_record
 from tests.servers.jetstream import JetstreamServer
@@ -36,16 +34,6 @@ def create(did: str, url: str, title: str = "Song", t: int | None = None, **reco
     key = tid.encode(t, 9)
     body = {**track_record(title, "Artist", url, created_at="2026-01-01T00:00:00Z"), **record}
     return commit(did, key, key, "create", body, time_us=t)
-
-
-@contextlib.asynccontextmanager
-async def running(settings: Settings, path: Path, cursor: int | None) -> AsyncIterator[Indexer]:
-    store = DuckDBStore(path)
-    try:
-        async with running_indexer(settings, store, cursor) as indexer:
-            yield indexer
-    finally:
-        store.close()
 
 
 def query(indexer: Indexer, sql: str, *params: Any) -> list[tuple]:
@@ -69,7 +57,7 @@ async def test_tracks_are_checked_and_only_real_audio_is_verified(
         create(alice.did, audio_server.url("/audio/bad.mp3"), "Bad type", fileType="aac"),
     ]
     async with JetstreamServer(events) as server:
-        async with running(
+        async with indexing_file(
             config(server, local_pds.plc_url, local_pds.nameserver), tmp_path / "db.duckdb", events[0]["time_us"]
         ) as indexer:
             await eventually(lambda: query(indexer, "SELECT count(*) FROM tracks WHERE audio_state <> 'pending'") == [(5,)])
@@ -93,7 +81,7 @@ async def test_identity_event_refreshes_the_handle_from_the_did_document(
     bob = local_pds.create_account("ixbob")
     first = create(bob.did, audio_server.url("/audio/b.mp3"))
     async with JetstreamServer([first]) as server:
-        async with running(
+        async with indexing_file(
             config(server, local_pds.plc_url, local_pds.nameserver), tmp_path / "db.duckdb", first["time_us"]
         ) as indexer:
             await eventually(lambda: query(indexer, "SELECT handle FROM accounts") == [(bob.handle,)])
@@ -114,7 +102,7 @@ async def test_takedown_hides_and_deletion_purges(tmp_path: Path, audio_server: 
     did = "did:plc:cccccccccccccccccccccccc"
     first = create(did, audio_server.url("/audio/c.mp3"))
     async with JetstreamServer([first]) as server:
-        async with running(config(server, "http://127.0.0.1:9"), tmp_path / "db.duckdb", first["time_us"]) as indexer:
+        async with indexing_file(config(server, "http://127.0.0.1:9"), tmp_path / "db.duckdb", first["time_us"]) as indexer:
             visible = "SELECT count(*) FROM tracks WHERE audio_state = 'verified' AND NOT hidden AND NOT deleted"
             await eventually(lambda: query(indexer, visible) == [(1,)])
             server.append(account(did, False, "takendown"))
@@ -131,7 +119,7 @@ async def test_pending_checks_survive_a_restart(tmp_path: Path, audio_server: Au
     path = tmp_path / "db.duckdb"
     async with JetstreamServer([slow]) as server:
         settings = config(server, "http://127.0.0.1:9", RELAY_AUDIO_TIMEOUT_SECONDS=30.0)
-        async with running(settings, path, slow["time_us"]) as indexer:
+        async with indexing_file(settings, path, slow["time_us"]) as indexer:
             await eventually(lambda: query(indexer, "SELECT audio_state FROM tracks") == [("pending",)])
             await eventually(lambda: audio_server.hits["/slow/30"] == 1)
         # Stopped mid-check: the track is still pending in the store, and the next start checks it again.
@@ -139,7 +127,7 @@ async def test_pending_checks_survive_a_restart(tmp_path: Path, audio_server: Au
         assert store.pending_urls() == [audio_server.url("/slow/30")]
         store.close()
         fast = config(server, "http://127.0.0.1:9", RELAY_AUDIO_TIMEOUT_SECONDS=0.2, RELAY_AUDIO_RETRIES=1)
-        async with running(fast, path, None) as indexer:
+        async with indexing_file(fast, path, None) as indexer:
             await eventually(lambda: query(indexer, "SELECT audio_state FROM tracks") == [("unreachable",)])
 
 
@@ -148,7 +136,7 @@ async def test_status_names_the_host_and_the_work_in_hand(tmp_path: Path, audio_
     slow = create(did, audio_server.url("/slow/30"))
     async with JetstreamServer([slow]) as server:
         settings = config(server, "http://127.0.0.1:9", RELAY_AUDIO_TIMEOUT_SECONDS=30.0)
-        async with running(settings, tmp_path / "db.duckdb", slow["time_us"]) as indexer:
+        async with indexing_file(settings, tmp_path / "db.duckdb", slow["time_us"]) as indexer:
             await eventually(lambda: audio_server.hits["/slow/30"] == 1)
             await eventually(lambda: indexer.status()["jetstream"] == server.url)  # the feed reports it
             status = indexer.status()

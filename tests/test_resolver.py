@@ -8,7 +8,7 @@ import httpcore
 import pytest
 
 from indexer.errors import UnsafeURL
-from indexer.net.netguard import GuardedBackend
+from indexer.net.netguard import GuardedBackend, NoSuchHost
 from indexer.net.resolver import DnsResolver
 from tests.builders import make_settings
 from tests.fixtures.audio import FAKE_PUBLIC_IP, DialRecorder
@@ -107,9 +107,14 @@ async def test_the_guard_dials_what_our_dns_answered(
 async def test_the_guard_reports_unknown_and_slow_names(dns_server: DnsServer, dial_recorder: DialRecorder) -> None:
     dns_server.silent.add("slow.test")
     backend = guard(dns_server, dial_recorder, allow_loopback=True)
-    with pytest.raises(httpcore.ConnectError) as unknown:
+    with pytest.raises(NoSuchHost) as unknown:  # a ConnectError: callers that need not tell see one
         await backend.connect_tcp("nowhere.test", 443)
-    assert str(unknown.value) == "cannot resolve nowhere.test: [Errno -2] nowhere.test: no such domain"
+    assert str(unknown.value) == "cannot resolve nowhere.test: no such domain"
+    dns_server.servfail.add("broken.test")
+    with pytest.raises(httpcore.ConnectError) as failed:
+        await backend.connect_tcp("broken.test", 443)
+    assert not isinstance(failed.value, NoSuchHost)  # a DNS failure is no answer: it may pass
+    assert str(failed.value).startswith("cannot resolve broken.test: ")
     with pytest.raises(httpcore.ConnectTimeout) as slow:
         await backend.connect_tcp("slow.test", 443, timeout=0.3)
     assert str(slow.value) == "resolving slow.test timed out"

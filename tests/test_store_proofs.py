@@ -178,6 +178,18 @@ def test_stale_audio_lists_the_oldest_answers_first_and_only_final_ones(index: I
     assert index.store.stale_audio(0, 10) == []
 
 
+def test_stale_handles_lists_accounts_by_the_age_of_their_answer(index: Index) -> None:
+    other = "did:plc:bbbbbbbbbbbbbbbbbbbbbbbb"
+    index.apply(create("3mmoojp7vgo2a"), commit(other, RKEY, "3mmoojp7vgo2a", "create", track_record("B", "B", URL)))
+    assert index.store.stale_handles(now_us() + 1_000_000, 10) == []  # never resolved: unresolved_dids has them
+    index.store.set_handles({other: "bob.example.com"})
+    index.store.set_handles({DID: "handle.invalid"})
+    later = now_us() + 1_000_000
+    assert index.store.stale_handles(later, 10) == [other, DID]
+    assert index.store.stale_handles(later, 1) == [other]
+    assert index.store.stale_handles(0, 10) == []
+
+
 def test_an_accounts_bytes_count_the_objects_its_live_tracks_use(index: Index) -> None:
     store = index.store
     store.record_upload(DID, "k1.mp3", 1_000)

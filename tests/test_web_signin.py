@@ -187,7 +187,12 @@ def test_a_refusal_at_the_pds_comes_back_as_its_error(visitor: Visitor, local_pd
     [
         ("not a handle!", 400, "'not a handle!' is not a handle, a DID or an http(s) URL"),
         ("did:plc:bbbbbbbbbbbbbbbbbbbbbbbb", 400, "did:plc:bbbbbbbbbbbbbbbbbbbbbbbb: DID document fetch answered 404"),
-        ("nobody-here.test", 400, "the handle nobody-here.test does not resolve to a DID"),
+        (
+            "nobody-here.test",
+            400,
+            "the handle nobody-here.test does not resolve to a DID "
+            "(no did= TXT record; https://nobody-here.test/.well-known/atproto-did: no such domain)",
+        ),
         ("ftp://pds.example.test", 400, "'ftp://pds.example.test' is not a handle, a DID or an http(s) URL"),
     ],
 )

@@ -81,8 +81,9 @@ class OAuth:
         nonces = Nonces()
         tokens = Tokens(self.client, self._http, nonces)
         identity = outbound.identity
+        resolver_url = settings.web.handle_resolver_url
         accounts = Accounts(
-            identity, self._http, resolver_url=settings.web.handle_resolver_url, allow_insecure=allow_insecure
+            identity, outbound.handles, self._http, resolver_url=resolver_url, allow_insecure=allow_insecure
         )
         self._sessions = Sessions(index, sealer, tokens, nonces)
         self._sign_in = SignIn(

@@ -186,6 +186,14 @@ class DuckDBStore:
         return [url for (url,) in rows]
 
     @_guarded
+    def stale_handles(self, resolved_before_us: int, limit: int) -> list[str]:
+        rows = self.reader().execute(
+            "SELECT did FROM accounts WHERE handle_resolved_us < ? ORDER BY handle_resolved_us LIMIT ?",
+            [resolved_before_us, limit],
+        ).fetchall()
+        return [did for (did,) in rows]
+
+    @_guarded
     def meta(self, key: str) -> str | None:
         row = self.reader().execute("SELECT value FROM meta WHERE key = ?", [key]).fetchone()
         return row[0] if row else None

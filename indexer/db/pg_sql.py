@@ -134,6 +134,7 @@ STALE_AUDIO = (
     "SELECT url FROM audio_checks WHERE state IN ('verified', 'unavailable') AND checked_us < %s "
     "ORDER BY checked_us LIMIT %s"
 )
+STALE_HANDLES = "SELECT did FROM accounts WHERE handle_resolved_us < %s ORDER BY handle_resolved_us LIMIT %s"
 ACCOUNT_BYTES = (
     "SELECT coalesce(sum(u.size), 0) FROM uploads u WHERE u.did = %s AND EXISTS ("
     " SELECT 1 FROM tracks t WHERE t.did = u.did AND NOT t.deleted"

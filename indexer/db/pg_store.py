@@ -136,6 +136,10 @@ class PgStore:
         return [url for (url,) in self._all(sql.STALE_AUDIO, checked_before_us, limit)]
 
     @guarded
+    def stale_handles(self, resolved_before_us: int, limit: int) -> list[str]:
+        return [did for (did,) in self._all(sql.STALE_HANDLES, resolved_before_us, limit)]
+
+    @guarded
     def account_bytes(self, did: str) -> int:
         row = self._one(sql.ACCOUNT_BYTES, did)
         return int(row[0]) if row else 0

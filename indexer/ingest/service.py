@@ -13,6 +13,8 @@ import logging
 import math
 import random
 import time
+from collections.abc import Callable
+from typing import Any
 
 import httpx
 import pyarrow.compute as pc
@@ -141,7 +143,10 @@ class Indexer:
             self.handles.submit(await asyncio.to_thread(store.unresolved_dids))
             workers = [
                 asyncio.create_task(queue.run()) for queue in (self.audio, self.handles, self.proofs)
-            ] + [asyncio.create_task(self._sweep_proofs()), asyncio.create_task(self._recheck_audio())]
+            ] + [
+                asyncio.create_task(task)
+                for task in (self._sweep_proofs(), self._recheck_audio(), self._recheck_handles())
+            ]
             if self.settings.backfill.enabled:
                 relays = httpx.AsyncClient(timeout=httpx.Timeout(60.0), trust_env=False)  # the operator's choice
                 stack.push_async_callback(relays.aclose)
@@ -350,20 +355,39 @@ class Indexer:
 
     async def _recheck_audio(self) -> None:
         """Link rot: audio that answered (or did not) is asked again once its answer is older than
-        RELAY_AUDIO_RECHECK_SECONDS, a few at a time, at most RELAY_AUDIO_RECHECKS_PER_HOUR: a file that
-        starts answering 404 hides its tracks, one that comes back shows them again."""
-        settings = self.settings.audio
-        interval = max(0.1, min(60.0, settings.recheck_seconds / 4))
-        per_round = max(1, math.ceil(settings.rechecks_per_hour * interval / 3600))
-        while True:
-            await asyncio.sleep(interval)
-            if settings.rechecks_per_hour <= 0 or self.audio is None:
-                continue
-            before = now_us() - int(settings.recheck_seconds * 1_000_000)
-            try:
-                self.audio.submit(await asyncio.to_thread(self.index.store.stale_audio, before, per_round))
-            except StoreError as exc:
-                log.warning("audio recheck failed reason=%s", exc.reason)
+        RELAY_AUDIO_RECHECK_SECONDS: a file that starts answering 404 hides its tracks, one that comes back
+        shows them again."""
+        every, per_hour = self.settings.audio.recheck_seconds, self.settings.audio.rechecks_per_hour
+        await _recheck("audio", lambda: self.audio, self.index.store.stale_audio, every, per_hour)
+
+    async def _recheck_handles(self) -> None:
+        """A verified handle is a claim about a domain, and domains change hands: handles are verified
+        again (with a fresh DID document) once their answer is older than RELAY_HANDLE_RECHECK_SECONDS."""
+        identity = self.settings.identity
+        every, per_hour = identity.handle_recheck_seconds, identity.handle_rechecks_per_hour
+        await _recheck("handle", lambda: self.handles, self.index.store.stale_handles, every, per_hour)
+
+
+async def _recheck(
+    name: str,
+    queue: Callable[[], WorkQueue[str, Any] | None],
+    stale: Callable[[int, int], list[str]],
+    every_seconds: float,
+    per_hour: int,
+) -> None:
+    """Answers older than `every_seconds` go back to their queue, a few at a time, at most `per_hour`."""
+    interval = max(0.1, min(60.0, every_seconds / 4))
+    per_round = max(1, math.ceil(per_hour * interval / 3600))
+    while True:
+        await asyncio.sleep(interval)
+        work = queue()
+        if per_hour <= 0 or work is None:
+            continue
+        before = now_us() - int(every_seconds * 1_000_000)
+        try:
+            work.submit(await asyncio.to_thread(stale, before, per_round))
+        except StoreError as exc:
+            log.warning("%s recheck failed reason=%s", name, exc.reason)
 
 
 def _proof_jobs(batch: Batch) -> list[ProofJob]:

@@ -27,7 +27,7 @@ import httpx
 from indexer.atproto.syntax import is_did, is_handle
 from indexer.config import NetworkSettings
 from indexer.errors import UnsafeURL
-from indexer.net.netguard import GuardedBackend, GuardedTransport, check_url
+from indexer.net.netguard import GuardedBackend, GuardedTransport, check_url, no_such_host
 
 MAX_BODY_BYTES = 4096
 MAX_REDIRECTS = 3
@@ -140,6 +140,8 @@ class HandleResolver:
         except (httpx.TimeoutException, TimeoutError):
             return HandleResolution(handle, None, None, f"{url}: timed out", transient=True)
         except httpx.TransportError as exc:
+            if no_such_host(exc):
+                return HandleResolution(handle, None, None, f"{url}: no such domain")
             return HandleResolution(handle, None, None, f"{url}: {type(exc).__name__}", transient=True)
 
     async def _follow(self, handle: str, url: str) -> HandleResolution:

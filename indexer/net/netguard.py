@@ -123,6 +123,21 @@ def _special_kind(address: IPAddress) -> str | None:
     return None
 
 
+class NoSuchHost(httpcore.ConnectError):
+    """DNS says the name does not exist (NXDOMAIN): an answer, unlike a DNS server that failed or was slow,
+    so a caller may treat it as final (a handle whose host is gone does not come back on a retry)."""
+
+
+def no_such_host(exc: BaseException) -> bool:
+    """Whether an httpx error (or what it was raised from) is the guard's NoSuchHost."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, NoSuchHost):
+            return True
+        seen = seen.__cause__
+    return False
+
+
 class Resolver(Protocol):
     """A host's addresses, for the guard to vet: `indexer.net.resolver.DnsResolver` (RELAY_DNS_NAMESERVERS) or
     `SystemResolver`. An unknown name raises OSError (socket.gaierror), a slow one TimeoutError."""
@@ -195,6 +210,10 @@ class GuardedBackend(httpcore.AsyncNetworkBackend):
                 addresses = await self._resolver.resolve(host)
         except TimeoutError:
             raise httpcore.ConnectTimeout(f"resolving {host} timed out") from None
+        except socket.gaierror as exc:
+            if exc.errno == socket.EAI_NONAME:
+                raise NoSuchHost(f"cannot resolve {host}: no such domain") from None
+            raise httpcore.ConnectError(f"cannot resolve {host}: {exc}") from None
         except OSError as exc:
             raise httpcore.ConnectError(f"cannot resolve {host}: {exc}") from None
         if not addresses:

@@ -14,6 +14,7 @@ Everything else is passed through unchanged. It runs on a stdlib threading HTTP 
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Callable
@@ -119,7 +120,8 @@ def _handler(proxy: PdsProxy) -> type[BaseHTTPRequestHandler]:
                     self.send_header(name, value)
             self.send_header("content-length", str(len(body)))
             self.end_headers()
-            self.wfile.write(body)
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError):  # the client gave up (timeout, kill -9)
+                self.wfile.write(body)
 
         def log_message(self, format: str, *args: Any) -> None:
             pass
