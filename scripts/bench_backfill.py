@@ -65,6 +65,12 @@ def fill(pds: LocalPds, audio: AudioServer, count: int, tracks: int, others: int
     return accounts
 
 
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU a process has used so far (the node PDS's: its share of each phase)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def peak_rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
@@ -74,8 +80,9 @@ def peak_rss_mb(pid: int) -> float:
 
 def full_backfill(
     pds: LocalPds, relay: LoopbackRelay, workdir: Path, accounts: int, concurrency: int
-) -> tuple[float, float, int]:
-    """Seconds from the service's first health answer to every account synced; its peak RSS; tracks."""
+) -> tuple[float, float, float, int]:
+    """Seconds from the service's first health answer to every account synced, and from the relay's listing
+    done to every account synced; the service's peak RSS; tracks."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RELAY_", "R2_"))} | {
         "PYTHONPATH": str(ROOT),
@@ -90,9 +97,10 @@ def full_backfill(
         "RELAY_BACKFILL_PER_HOST": str(concurrency),
     }
     env["RELAY_LOG_LEVEL"] = os.environ.get("BENCH_LOG_LEVEL", "WARNING")
+    env.update(item.split("=", 1) for item in os.environ.get("BENCH_EXTRA", "").split(";") if item)
     process = subprocess.Popen([CLI, "serve"], env=env, cwd=workdir)
     try:
-        started = None
+        started = listed = None
         while True:
             try:
                 health = httpx.get(f"http://127.0.0.1:{port}/xrpc/_health", timeout=5).json()
@@ -101,12 +109,16 @@ def full_backfill(
                 continue
             started = started or time.perf_counter()
             counts = health.get("backfill", {})
+            if listed is None and counts.get("total") and health["indexer"]["discovering"] is None:
+                listed = time.perf_counter()
             if counts.get("synced", 0) + counts.get("failed", 0) + counts.get("inactive", 0) >= accounts:
-                elapsed = time.perf_counter() - started
+                finished = time.perf_counter()
+                elapsed = finished - started
                 break
             time.sleep(0.1)  # each look costs the service a read: not so often that it is the load
         assert counts["synced"] == accounts, counts
-        return elapsed, peak_rss_mb(process.pid), counts["records"]
+        assert listed is not None
+        return elapsed, finished - listed, peak_rss_mb(process.pid), counts["records"]
     finally:
         process.send_signal(signal.SIGTERM)
         process.wait(timeout=60)
@@ -144,22 +156,30 @@ def main() -> None:
         print(f"wrote {args.accounts} repositories in {time.perf_counter() - made:.1f}s", file=sys.stderr)
         with LoopbackRelay(pds.pds_url) as relay:
             relay.only = {a.did for a in accounts}
-            seconds, rss, records = full_backfill(pds, relay, Path(tmp), args.accounts, args.concurrency)
+            node = cpu_seconds(pds.pid)
+            seconds, syncing, rss, records = full_backfill(pds, relay, Path(tmp), args.accounts, args.concurrency)
+            node_full = cpu_seconds(pds.pid) - node
+        node = cpu_seconds(pds.pid)
         bare_seconds, bare_records = asyncio.run(bare_loop(pds, [a.did for a in accounts], args.concurrency))
+        node_bare = cpu_seconds(pds.pid) - node
     figures = {
         "accounts": args.accounts,
         "records": records,
         "seconds": round(seconds, 2),
         "records_per_s": round(records / seconds, 1),
+        "sync_phase_records_per_s": round(records / syncing, 1),  # after the relay's listing
         "accounts_per_s": round(args.accounts / seconds, 2),
         "bare_seconds": round(bare_seconds, 2),
         "bare_records_per_s": round(bare_records / bare_seconds, 1),
         "peak_rss_mb": round(rss, 1),
+        "pds_cpu_s": round(node_full, 2),  # the PDS's (and PLC's: one node process) CPU during each
+        "bare_pds_cpu_s": round(node_bare, 2),
     }
     print(
         f"backfill: {records} tracks of {args.accounts} accounts in {seconds:.2f}s: {figures['records_per_s']} "
         f"records/s, {figures['accounts_per_s']} accounts/s, peak RSS {rss:.0f} MiB; bare getRepo + CAR parse: "
-        f"{figures['bare_records_per_s']} records/s ({figures['records_per_s'] / figures['bare_records_per_s']:.2f}x)"
+        f"{figures['bare_records_per_s']} records/s ({figures['records_per_s'] / figures['bare_records_per_s']:.2f}x); "
+        f"after the relay's listing: {figures['sync_phase_records_per_s']} records/s"
     )
     print(json.dumps(figures))
 
