@@ -131,7 +131,8 @@ async def test_every_track_appears_with_no_stream_event_and_stream_only_accounts
         relay.only = {repo.did for repo in [*listed, unlisted, silent]}
         async with JetstreamServer() as server:
             config = settings(server, proxy, local_pds, relay)
-            async with indexing(config, tmp_path / "db.duckdb") as indexer:
+            # From a cursor: the stream's event below is delivered whenever the feed process connects.
+            async with indexing(config, tmp_path / "db.duckdb", now_us()) as indexer:
                 await eventually(synced(indexer, *written), 30)
                 for repo in listed:
                     expected = {rkey: (title, "proven", False) for rkey, title in titles(written[repo.did]).items()}
