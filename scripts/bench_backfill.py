@@ -118,6 +118,7 @@ def full_backfill(
             time.sleep(0.1)  # each look costs the service a read: not so often that it is the load
         assert counts["synced"] == accounts, counts
         assert listed is not None
+        print(f"service CPU {cpu_seconds(process.pid):.2f}s (all threads, from its start)", file=sys.stderr)
         return elapsed, finished - listed, peak_rss_mb(process.pid), counts["records"]
     finally:
         process.send_signal(signal.SIGTERM)
