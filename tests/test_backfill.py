@@ -209,10 +209,16 @@ async def test_a_pds_that_fails_is_retried_and_a_deactivated_repository_hides_th
         relay.only = {flaky.did, leaving.did}
         proxy.faults[GET_REPO], proxy.fault_counts[GET_REPO] = 500, 1
         async with JetstreamServer() as server:
-            config = settings(server, proxy, local_pds, relay)
+            config = settings(server, proxy, local_pds, relay, RELAY_BACKFILL_TIMEOUT_SECONDS=1.5)
             async with indexing(config, tmp_path / "db.duckdb") as indexer:
                 await eventually(synced(indexer, flaky.did, leaving.did), 30)
                 assert rows(indexer, flaky.did) == {rkey_of(track): ("Eventually", "proven", False)}
+                # A PDS slower than the timeout: failed, with its reason, and synced once it answers in time.
+                proxy.delays[GET_REPO] = 3.0
+                await indexer.request_backfill([flaky.did])
+                await eventually(lambda: sync_state(indexer, flaky.did)[:2] == ("failed", "the PDS timed out"), 30)
+                proxy.delays.clear()
+                await eventually(synced(indexer, flaky.did), 30)
                 # A PDS busy (429, Retry-After) then slow: the next sync waits as asked, and still gets there.
                 proxy.faults[GET_REPO], proxy.fault_counts[GET_REPO] = 429, 1
                 proxy.fault_headers[GET_REPO] = {"retry-after": "1"}
