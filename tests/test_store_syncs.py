@@ -131,3 +131,14 @@ def test_operators_ask_for_accounts_again(store: Store) -> None:
     assert sorted(c.did for c in store.claim_syncs(now_us(), 1)) == [DID]
     assert store.request_syncs([DID], "again") == 1  # in hand: its sync is under way
     assert state(store)[0] == "syncing"
+
+
+def test_a_relay_page_keeps_only_dids_and_its_cursor() -> None:
+    from indexer.ingest.backfill import page_of
+
+    body = {"repos": [{"did": DID}, {"did": "not a did"}, {"handle": "x"}, "junk", {"did": OTHER}], "cursor": "c1"}
+    page = page_of("http://relay", 7, body)
+    assert (page.dids, page.cursor, page.started_us) == ([DID, OTHER], "c1", 7)
+    assert page_of("http://relay", 7, {"repos": [], "cursor": ""}).cursor is None
+    with pytest.raises(ValueError, match="not a listReposByCollection answer"):
+        page_of("http://relay", 7, {"error": "x"})

@@ -33,6 +33,7 @@ from indexer import metrics
 from indexer.atproto import tid
 from indexer.atproto.nsid import TRACK_COLLECTION
 from indexer.atproto.records import validate_track
+from indexer.atproto.syntax import is_did
 from indexer.atproto.uri import record_uri
 from indexer.config import BackfillSettings, Settings
 from indexer.db.batch import FAILED, INACTIVE, SYNCED, DiscoveryPage, Rejection, SyncBatch, SyncResult
@@ -128,7 +129,7 @@ def page_of(relay: str, started_us: int, body: object) -> DiscoveryPage:
     return DiscoveryPage(
         relay,
         started_us,
-        [d for d in dids if d.startswith("did:")],
+        [d for d in dids if is_did(d)],  # a relay is a stranger too
         cursor if isinstance(cursor, str) and cursor else None,
     )
 
