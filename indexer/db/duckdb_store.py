@@ -23,7 +23,7 @@ import pyarrow as pa
 
 from indexer import __version__
 from indexer.atproto.datetimes import iso_from_us
-from indexer.db.batch import AccountChange, Batch, ProofOutcomes, Segment
+from indexer.db.batch import AccountChange, Batch, ProofOutcomes, Rejection, Segment
 from indexer.db.rows import AccountRow, AudioResult, ProofJob, Status, StoredCursor, TrackRow
 from indexer.db.schema import MIGRATIONS
 from indexer.db.store import NO_AUDIO, now_us
@@ -57,6 +57,8 @@ def _translated() -> Iterator[None]:
     except (duckdb.ConnectionException, duckdb.IOException) as exc:
         raise StoreUnavailable(f"the database is unavailable: {_first_line(exc)}") from exc
     except duckdb.Error as exc:
+        raise StoreError(f"database error: {_first_line(exc)}") from exc
+    except (pa.ArrowException, OverflowError) as exc:  # a value no column can hold, found building a table
         raise StoreError(f"database error: {_first_line(exc)}") from exc
 
 
@@ -286,10 +288,7 @@ class DuckDBStore:
 
     def _finish_batch(self, con: Con, batch: Batch, source: str | None, stamp: int) -> None:
         if batch.rejections:
-            con.executemany(
-                "INSERT OR IGNORE INTO rejections VALUES (?, ?, ?, ?, ?)",
-                [(r.uri, r.rev, r.reason, r.time_us, stamp) for r in batch.rejections],
-            )
+            _insert_rejections(con, batch.rejections, stamp)
         if batch.cursor is not None:
             # Monotonic: a reconnect's rewind replays older events but must not move the cursor back.
             con.execute(
@@ -366,10 +365,7 @@ class DuckDBStore:
                     [(d.reason, d.after_us, d.did, d.rkey, d.rev) for d in outcomes.delays],
                 )
             if outcomes.rejections:
-                con.executemany(
-                    "INSERT OR IGNORE INTO rejections VALUES (?, ?, ?, ?, ?)",
-                    [(r.uri, r.rev, r.reason, r.time_us, stamp) for r in outcomes.rejections],
-                )
+                _insert_rejections(con, outcomes.rejections, stamp)
         self.generation += 1
         return pending
 
@@ -551,6 +547,18 @@ class _Snapshot:
                 result = self._con.execute(f"SELECT {_TRACK_COLUMNS} FROM tracks WHERE changed_us > ?", [since])
             while chunk := result.fetchmany(_CATALOG_BATCH):
                 yield [TrackRow(*row) for row in chunk]
+
+
+def _insert_rejections(con: Con, rejections: list[Rejection], stamp: int) -> None:
+    """As one Arrow table: DuckDB's executemany runs a statement a row, and a stream of invalid records
+    (anyone can send them) would otherwise cost the writer milliseconds each."""
+    fields = ("uri", "rev", "reason", "time_us")
+    table = pa.table({name: [getattr(r, name) for r in rejections] for name in fields})
+    con.register("rejected", table)
+    try:
+        con.execute("INSERT OR IGNORE INTO rejections SELECT uri, rev, reason, time_us, ? FROM rejected", [stamp])
+    finally:
+        con.unregister("rejected")
 
 
 def _scalar(con: Con, sql: str) -> Any:
