@@ -13,7 +13,7 @@ import functools
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
@@ -146,15 +146,11 @@ class DuckDBStore:
         if not jobs:
             return []
         con = self.reader()
-        table = pa.table({name: [getattr(j, name) for j in jobs] for name in ("did", "rkey", "rev")})
-        con.register("jobs", table)
-        try:
+        with _registered(con, "jobs", _rows(jobs, "did", "rkey", "rev")):
             rows = con.execute(
                 "SELECT t.did, t.rkey, t.rev, t.cid FROM jobs j JOIN tracks t "
                 "ON t.did = j.did AND t.rkey = j.rkey AND t.rev = j.rev WHERE t.proof = 'pending'"
             ).fetchall()
-        finally:
-            con.unregister("jobs")
         return [ProofJob(*row) for row in rows]
 
     @_guarded
@@ -276,15 +272,13 @@ class DuckDBStore:
         return pending
 
     def _insert_accounts(self, con: Con, accounts: dict[str, int], stamp: int) -> None:
-        con.register("new_accounts", pa.table({"did": list(accounts), "since_us": list(accounts.values())}))
-        try:
+        table = pa.table({"did": list(accounts), "since_us": list(accounts.values())})
+        with _registered(con, "new_accounts", table):
             con.execute(
                 "INSERT INTO accounts (did, first_seen_us, since_us) SELECT did, ?, since_us FROM new_accounts "
                 "ON CONFLICT DO NOTHING",
                 [stamp],
             )
-        finally:
-            con.unregister("new_accounts")
 
     def _finish_batch(self, con: Con, batch: Batch, source: str | None, stamp: int) -> None:
         if batch.rejections:
@@ -299,17 +293,14 @@ class DuckDBStore:
             )
 
     def _apply_tracks(self, con: Con, staged: pa.Table, stamp: int) -> list[str]:
-        con.register("staged", staged)
         fresh_after = stamp - self._recheck_us
-        try:
+        with _registered(con, "staged", staged):
             con.execute(_UPSERT_TRACKS, {"now": stamp, "fresh_after": fresh_after})
             rows = con.execute(
                 "SELECT DISTINCT s.audio_url FROM staged s WHERE NOT s.deleted AND NOT EXISTS ("
                 " SELECT 1 FROM audio_checks c WHERE c.url = s.audio_url AND c.checked_us > ?)",
                 [fresh_after],
             ).fetchall()
-        finally:
-            con.unregister("staged")
         return [url for (url,) in rows]
 
     def _apply_accounts(self, con: Con, changes: list[AccountChange], stamp: int) -> None:
@@ -326,8 +317,7 @@ class DuckDBStore:
                 "purge_seq": pa.array([c.purge_seq for c in changes], pa.int64()),
             }
         )
-        con.register("changed", table)
-        try:
+        with _registered(con, "changed", table):
             con.execute(_PURGE, {"stamp": stamp})
             con.execute(
                 "UPDATE accounts SET active = c.active, status = c.status, status_at_us = c.at_us, seq = c.seq "
@@ -339,31 +329,25 @@ class DuckDBStore:
                 "WHERE tracks.did = a.did AND a.did IN (SELECT did FROM changed) AND tracks.hidden = a.active",
                 [stamp],
             )
-        finally:
-            con.unregister("changed")
 
     @_guarded
     def apply_proofs(self, outcomes: ProofOutcomes) -> list[str]:
         stamp = self._stamp()
         pending: list[str] = []
         with self._transaction() as con:
+            # Each statement joins a table of its rows (executemany would run one statement a row, each
+            # a scan); every one touches only the row as it was proved: a newer event waits for its own.
             if outcomes.overruled:
-                con.executemany(_OVERRULE, [(j.did, j.rkey, j.rev) for j in outcomes.overruled])
+                with _registered(con, "claims", _rows(outcomes.overruled, "did", "rkey", "rev")):
+                    con.execute(_OVERRULE)
             if outcomes.superseded is not None:
                 pending = self._apply_tracks(con, outcomes.superseded, stamp)
             if outcomes.marks:
-                # Only the row as it was proved: a newer event since then waits for its own proof.
-                con.executemany(
-                    "UPDATE tracks SET proof = ?, proof_reason = ?, changed_us = ? "
-                    "WHERE did = ? AND rkey = ? AND rev = ? AND proof = 'pending'",
-                    [(m.proof, m.reason, stamp, m.did, m.rkey, m.rev) for m in outcomes.marks],
-                )
+                with _registered(con, "marks", _rows(outcomes.marks, "did", "rkey", "rev", "proof", "reason")):
+                    con.execute(_MARK_PROOFS, [stamp])
             if outcomes.delays:
-                con.executemany(
-                    "UPDATE tracks SET proof_reason = ?, proof_after_us = ? "
-                    "WHERE did = ? AND rkey = ? AND rev = ? AND proof = 'pending'",
-                    [(d.reason, d.after_us, d.did, d.rkey, d.rev) for d in outcomes.delays],
-                )
+                with _registered(con, "delays", _rows(outcomes.delays, "did", "rkey", "rev", "reason", "after_us")):
+                    con.execute(_DELAY_PROOFS)
             if outcomes.rejections:
                 _insert_rejections(con, outcomes.rejections, stamp)
         self.generation += 1
@@ -385,26 +369,24 @@ class DuckDBStore:
                 "checked_us": [stamp] * len(results),
             }
         )
-        with self._transaction() as con:
-            con.register("results", table)
-            try:
-                con.execute("INSERT OR REPLACE INTO audio_checks SELECT * FROM results")
-                con.execute(
-                    "UPDATE tracks SET audio_state = r.state, changed_us = ? FROM results r "
-                    "WHERE tracks.audio_url = r.url AND NOT tracks.deleted AND tracks.audio_state <> r.state",
-                    [stamp],
-                )
-            finally:
-                con.unregister("results")
+        with self._transaction() as con, _registered(con, "results", table):
+            con.execute("INSERT OR REPLACE INTO audio_checks SELECT * FROM results")
+            con.execute(
+                "UPDATE tracks SET audio_state = r.state, changed_us = ? FROM results r "
+                "WHERE tracks.audio_url = r.url AND NOT tracks.deleted AND tracks.audio_state <> r.state",
+                [stamp],
+            )
         self.generation += 1
 
     @_guarded
     def set_handles(self, handles: Mapping[str, str | None]) -> None:
         stamp = self._stamp()
-        with self._transaction() as con:
-            con.executemany(
-                "UPDATE accounts SET handle = ?, handle_resolved_us = ? WHERE did = ?",
-                [(handle, stamp, did) for did, handle in handles.items()],
+        table = pa.table({"did": list(handles), "handle": pa.array(list(handles.values()), pa.string())})
+        with self._transaction() as con, _registered(con, "handles", table):
+            con.execute(
+                "UPDATE accounts SET handle = h.handle, handle_resolved_us = ? FROM handles h "
+                "WHERE accounts.did = h.did",
+                [stamp],
             )
         self.generation += 1
 
@@ -552,13 +534,28 @@ class _Snapshot:
 def _insert_rejections(con: Con, rejections: list[Rejection], stamp: int) -> None:
     """As one Arrow table: DuckDB's executemany runs a statement a row, and a stream of invalid records
     (anyone can send them) would otherwise cost the writer milliseconds each."""
-    fields = ("uri", "rev", "reason", "time_us")
-    table = pa.table({name: [getattr(r, name) for r in rejections] for name in fields})
-    con.register("rejected", table)
-    try:
+    with _registered(con, "rejected", _rows(rejections, "uri", "rev", "reason", "time_us")):
         con.execute("INSERT OR IGNORE INTO rejections SELECT uri, rev, reason, time_us, ? FROM rejected", [stamp])
+
+
+def _rows(items: Sequence[object], *fields: str) -> pa.Table:
+    """Dataclass rows as a table of the named fields (text columns typed even when every value is None)."""
+    columns = {name: [getattr(item, name) for item in items] for name in fields}
+    return pa.table(
+        {
+            name: pa.array(values, pa.string()) if all(v is None or isinstance(v, str) for v in values) else values
+            for name, values in columns.items()
+        }
+    )
+
+
+@contextmanager
+def _registered(con: Con, name: str, table: pa.Table) -> Iterator[None]:
+    con.register(name, table)
+    try:
+        yield
     finally:
-        con.unregister("rejected")
+        con.unregister(name)
 
 
 def _scalar(con: Con, sql: str) -> Any:
@@ -595,7 +592,18 @@ WHERE excluded.rev > tracks.rev
 
 # A claim its PDS proved false: its rev is forgotten (the empty string sorts before every TID), so what
 # the PDS proved applies in its place; only the row as it was claimed, not a newer event's.
-_OVERRULE = "UPDATE tracks SET rev = '' WHERE did = ? AND rkey = ? AND rev = ? AND proof = 'pending'"
+_OVERRULE = """
+UPDATE tracks SET rev = '' FROM claims c
+WHERE tracks.did = c.did AND tracks.rkey = c.rkey AND tracks.rev = c.rev AND tracks.proof = 'pending'
+"""
+_MARK_PROOFS = """
+UPDATE tracks SET proof = m.proof, proof_reason = m.reason, changed_us = ? FROM marks m
+WHERE tracks.did = m.did AND tracks.rkey = m.rkey AND tracks.rev = m.rev AND tracks.proof = 'pending'
+"""
+_DELAY_PROOFS = """
+UPDATE tracks SET proof_reason = d.reason, proof_after_us = d.after_us FROM delays d
+WHERE tracks.did = d.did AND tracks.rkey = d.rkey AND tracks.rev = d.rev AND tracks.proof = 'pending'
+"""
 
 # A deletion purges the tracks the account has when it happens (tombstones stay, so nothing older comes
 # back); one older than what the store holds for the account changes nothing.
