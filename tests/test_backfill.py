@@ -213,12 +213,6 @@ async def test_a_pds_that_fails_is_retried_and_a_deactivated_repository_hides_th
             async with indexing(config, tmp_path / "db.duckdb") as indexer:
                 await eventually(synced(indexer, flaky.did, leaving.did), 30)
                 assert rows(indexer, flaky.did) == {rkey_of(track): ("Eventually", "proven", False)}
-                # A PDS slower than the timeout: failed, with its reason, and synced once it answers in time.
-                proxy.delays[GET_REPO] = 3.0
-                await indexer.request_backfill([flaky.did])
-                await eventually(lambda: sync_state(indexer, flaky.did)[:2] == ("failed", "the PDS timed out"), 30)
-                proxy.delays.clear()
-                await eventually(synced(indexer, flaky.did), 30)
                 # A PDS busy (429, Retry-After) then slow: the next sync waits as asked, and still gets there.
                 proxy.faults[GET_REPO], proxy.fault_counts[GET_REPO] = 429, 1
                 proxy.fault_headers[GET_REPO] = {"retry-after": "1"}
@@ -232,7 +226,13 @@ async def test_a_pds_that_fails_is_retried_and_a_deactivated_repository_hides_th
                 await eventually(lambda: len(fetches()) == 2 and synced(indexer, flaky.did)(), 30)
                 retried = fetches()
                 assert retried[1] - retried[0] >= 1.5  # the slow answer (0.5 s), then the Retry-After (1 s)
+                # A PDS slower than the timeout: failed, with its reason, and synced once it answers in time. (Last
+                # of the faults: the proxy checks a fault after the delay, so a request it still holds would take it.)
+                proxy.delays[GET_REPO] = 3.0
+                await indexer.request_backfill([flaky.did])
+                await eventually(lambda: sync_state(indexer, flaky.did)[:2] == ("failed", "the PDS timed out"), 30)
                 proxy.delays.clear()
+                await eventually(synced(indexer, flaky.did), 30)
                 # Deactivated on the PDS itself: getRepo answers RepoDeactivated; the account is inactive.
                 httpx.post(
                     f"{local_pds.pds_url}/xrpc/com.atproto.server.deactivateAccount", json={},

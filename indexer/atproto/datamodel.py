@@ -23,10 +23,18 @@ from indexer.errors import InvalidRecord
 def record_cid(record: Any) -> str:
     """The CID of the record's DAG-CBOR block; InvalidRecord for what the data model cannot hold."""
     try:
-        block = libipld.encode_dag_cbor(_value(record))
+        block = libipld.encode_dag_cbor(record if _flat(record) else _value(record))
     except (ValueError, TypeError, OverflowError, RecursionError) as exc:
         raise InvalidRecord(f"record: not in the atproto data model ({exc})") from None
     return cid_str(cid_for(block))
+
+
+def _flat(record: Any) -> bool:
+    """Text, integers and booleans only (a track record as apps write it): nothing to convert, no walk."""
+    return isinstance(record, dict) and all(type(item) in _SCALARS for item in record.values())
+
+
+_SCALARS = (str, int, bool)
 
 
 def _value(value: Any) -> Any:

@@ -13,7 +13,7 @@ import functools
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
@@ -31,6 +31,7 @@ from indexer.db.batch import (
     Batch,
     DiscoveryPage,
     ProofOutcomes,
+    Rejection,
     Segment,
     SyncBatch,
     sync_statuses,
@@ -78,6 +79,8 @@ def _translated() -> Iterator[None]:
     except (duckdb.ConnectionException, duckdb.IOException) as exc:
         raise StoreUnavailable(f"the database is unavailable: {_first_line(exc)}") from exc
     except duckdb.Error as exc:
+        raise StoreError(f"database error: {_first_line(exc)}") from exc
+    except (pa.ArrowException, OverflowError) as exc:  # a value no column can hold, found building a table
         raise StoreError(f"database error: {_first_line(exc)}") from exc
 
 
@@ -165,15 +168,11 @@ class DuckDBStore:
         if not jobs:
             return []
         con = self.reader()
-        table = pa.table({name: [getattr(j, name) for j in jobs] for name in ("did", "rkey", "rev")})
-        con.register("jobs", table)
-        try:
+        with _registered(con, "jobs", _rows(jobs, "did", "rkey", "rev")):
             rows = con.execute(
                 "SELECT t.did, t.rkey, t.rev, t.cid FROM jobs j JOIN tracks t "
                 "ON t.did = j.did AND t.rkey = j.rkey AND t.rev = j.rev WHERE t.proof = 'pending'"
             ).fetchall()
-        finally:
-            con.unregister("jobs")
         return [ProofJob(*row) for row in rows]
 
     @_guarded
@@ -311,8 +310,8 @@ class DuckDBStore:
 
     def _insert_accounts(self, con: Con, accounts: dict[str, int], stamp: int, *, sync: bool = True) -> None:
         """`sync`: ask each new account's repository too (its tracks from before the stream showed it)."""
-        con.register("new_accounts", pa.table({"did": list(accounts), "since_us": list(accounts.values())}))
-        try:
+        table = pa.table({"did": list(accounts), "since_us": list(accounts.values())})
+        with _registered(con, "new_accounts", table):
             con.execute(
                 "INSERT INTO accounts (did, first_seen_us, since_us) SELECT did, ?, since_us FROM new_accounts "
                 "ON CONFLICT DO NOTHING",
@@ -320,15 +319,10 @@ class DuckDBStore:
             )
             if sync:
                 con.execute(sync_sql.duck(sync_sql.REQUEST_NEW), [sync_sql.FIRST_SEEN, stamp])
-        finally:
-            con.unregister("new_accounts")
 
     def _finish_batch(self, con: Con, batch: Batch, source: str | None, stamp: int) -> None:
         if batch.rejections:
-            con.executemany(
-                "INSERT OR IGNORE INTO rejections VALUES (?, ?, ?, ?, ?)",
-                [(r.uri, r.rev, r.reason, r.time_us, stamp) for r in batch.rejections],
-            )
+            _insert_rejections(con, batch.rejections, stamp)
         if batch.cursor is not None:
             # Monotonic: a reconnect's rewind replays older events but must not move the cursor back.
             con.execute(
@@ -342,11 +336,8 @@ class DuckDBStore:
             con.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", [WINDOW_GAP_KEY, sync_sql.gap_json(batch.gap)])
 
     def _apply_tracks(self, con: Con, staged: pa.Table, stamp: int) -> list[str]:
-        con.register("staged", staged)
-        try:
+        with _registered(con, "staged", staged):
             return self._upsert_staged(con, stamp)
-        finally:
-            con.unregister("staged")
 
     def _upsert_staged(self, con: Con, stamp: int) -> list[str]:
         """Upsert the registered `staged` relation (each row only over an older rev); returns the audio URLs
@@ -374,8 +365,7 @@ class DuckDBStore:
                 "purge_seq": pa.array([c.purge_seq for c in changes], pa.int64()),
             }
         )
-        con.register("changed", table)
-        try:
+        with _registered(con, "changed", table):
             con.execute(_PURGE, {"stamp": stamp})
             con.execute(
                 "UPDATE accounts SET active = c.active, status = c.status, status_at_us = c.at_us, seq = c.seq "
@@ -388,36 +378,27 @@ class DuckDBStore:
                 [stamp],
             )
             con.execute(sync_sql.duck(sync_sql.REACTIVATED), [stamp])
-        finally:
-            con.unregister("changed")
 
     @_guarded
     def apply_proofs(self, outcomes: ProofOutcomes) -> list[str]:
         stamp = self._stamp()
         pending: list[str] = []
         with self._transaction() as con:
+            # Each statement joins a table of its rows (executemany would run one statement a row, each
+            # a scan); every one touches only the row as it was proved: a newer event waits for its own.
             if outcomes.overruled:
-                con.executemany(_OVERRULE, [(j.did, j.rkey, j.rev) for j in outcomes.overruled])
+                with _registered(con, "claims", _rows(outcomes.overruled, "did", "rkey", "rev")):
+                    con.execute(_OVERRULE)
             if outcomes.superseded is not None:
                 pending = self._apply_tracks(con, outcomes.superseded, stamp)
             if outcomes.marks:
-                # Only the row as it was proved: a newer event since then waits for its own proof.
-                con.executemany(
-                    "UPDATE tracks SET proof = ?, proof_reason = ?, changed_us = ? "
-                    "WHERE did = ? AND rkey = ? AND rev = ? AND proof = 'pending'",
-                    [(m.proof, m.reason, stamp, m.did, m.rkey, m.rev) for m in outcomes.marks],
-                )
+                with _registered(con, "marks", _rows(outcomes.marks, "did", "rkey", "rev", "proof", "reason")):
+                    con.execute(_MARK_PROOFS, [stamp])
             if outcomes.delays:
-                con.executemany(
-                    "UPDATE tracks SET proof_reason = ?, proof_after_us = ? "
-                    "WHERE did = ? AND rkey = ? AND rev = ? AND proof = 'pending'",
-                    [(d.reason, d.after_us, d.did, d.rkey, d.rev) for d in outcomes.delays],
-                )
+                with _registered(con, "delays", _rows(outcomes.delays, "did", "rkey", "rev", "reason", "after_us")):
+                    con.execute(_DELAY_PROOFS)
             if outcomes.rejections:
-                con.executemany(
-                    "INSERT OR IGNORE INTO rejections VALUES (?, ?, ?, ?, ?)",
-                    [(r.uri, r.rev, r.reason, r.time_us, stamp) for r in outcomes.rejections],
-                )
+                _insert_rejections(con, outcomes.rejections, stamp)
         self.generation += 1
         return pending
 
@@ -448,22 +429,18 @@ class DuckDBStore:
             statuses = sync_statuses(batch)
             if statuses:
                 self._apply_accounts(con, statuses, stamp)
-            con.register("staged", batch.tracks if batch.tracks is not None else TRACK_SCHEMA.empty_table())
-            con.register("synced", sync_sql.synced_table(batch.results))
-            con.register("sync_results", sync_sql.results_table(batch.results))
-            try:
+            staged = batch.tracks if batch.tracks is not None else TRACK_SCHEMA.empty_table()
+            with (
+                _registered(con, "staged", staged),
+                _registered(con, "synced", sync_sql.synced_table(batch.results)),
+                _registered(con, "sync_results", sync_sql.results_table(batch.results)),
+            ):
                 pending = self._upsert_staged(con, stamp) if batch.tracks is not None else []
                 if synced:
                     con.execute(sync_sql.duck(sync_sql.GONE), [stamp])
                 con.execute(sync_sql.duck(sync_sql.SAVE_RESULTS), [stamp])
-            finally:
-                for name in ("staged", "synced", "sync_results"):
-                    con.unregister(name)
             if batch.rejections:
-                con.executemany(
-                    "INSERT OR IGNORE INTO rejections VALUES (?, ?, ?, ?, ?)",
-                    [(r.uri, r.rev, r.reason, r.time_us, stamp) for r in batch.rejections],
-                )
+                _insert_rejections(con, batch.rejections, stamp)
         self.generation += 1
         return pending
 
@@ -473,11 +450,8 @@ class DuckDBStore:
         with self._transaction() as con:
             if dids is None:
                 return self._request_all(con, reason, stamp)
-            con.register("asked", sync_sql.dids_table(dids))
-            try:
+            with _registered(con, "asked", sync_sql.dids_table(dids)):
                 con.execute(sync_sql.duck(sync_sql.REQUEST_DIDS), [reason, stamp])
-            finally:
-                con.unregister("asked")
         return len(set(dids))
 
     def _request_all(self, con: Con, reason: str, stamp: int) -> int:
@@ -492,11 +466,8 @@ class DuckDBStore:
     def record_discovery(self, page: DiscoveryPage) -> None:
         stamp = self._stamp()
         with self._transaction() as con:
-            con.register("listed", sync_sql.dids_table(page.dids))
-            try:
+            with _registered(con, "listed", sync_sql.dids_table(page.dids)):
                 con.execute(sync_sql.duck(sync_sql.DISCOVERED), [sync_sql.listed_reason(page.relay), stamp])
-            finally:
-                con.unregister("listed")
             con.execute(sync_sql.duck(sync_sql.DISCOVERY_PAGE), sync_sql.discovery_row(page, stamp))
 
     @_guarded
@@ -515,26 +486,24 @@ class DuckDBStore:
                 "checked_us": [stamp] * len(results),
             }
         )
-        with self._transaction() as con:
-            con.register("results", table)
-            try:
-                con.execute("INSERT OR REPLACE INTO audio_checks SELECT * FROM results")
-                con.execute(
-                    "UPDATE tracks SET audio_state = r.state, changed_us = ? FROM results r "
-                    "WHERE tracks.audio_url = r.url AND NOT tracks.deleted AND tracks.audio_state <> r.state",
-                    [stamp],
-                )
-            finally:
-                con.unregister("results")
+        with self._transaction() as con, _registered(con, "results", table):
+            con.execute("INSERT OR REPLACE INTO audio_checks SELECT * FROM results")
+            con.execute(
+                "UPDATE tracks SET audio_state = r.state, changed_us = ? FROM results r "
+                "WHERE tracks.audio_url = r.url AND NOT tracks.deleted AND tracks.audio_state <> r.state",
+                [stamp],
+            )
         self.generation += 1
 
     @_guarded
     def set_handles(self, handles: Mapping[str, str | None]) -> None:
         stamp = self._stamp()
-        with self._transaction() as con:
-            con.executemany(
-                "UPDATE accounts SET handle = ?, handle_resolved_us = ? WHERE did = ?",
-                [(handle, stamp, did) for did, handle in handles.items()],
+        table = pa.table({"did": list(handles), "handle": pa.array(list(handles.values()), pa.string())})
+        with self._transaction() as con, _registered(con, "handles", table):
+            con.execute(
+                "UPDATE accounts SET handle = h.handle, handle_resolved_us = ? FROM handles h "
+                "WHERE accounts.did = h.did",
+                [stamp],
             )
         self.generation += 1
 
@@ -679,6 +648,33 @@ class _Snapshot:
                 yield [TrackRow(*row) for row in chunk]
 
 
+def _insert_rejections(con: Con, rejections: list[Rejection], stamp: int) -> None:
+    """As one Arrow table: DuckDB's executemany runs a statement a row, and a stream of invalid records
+    (anyone can send them) would otherwise cost the writer milliseconds each."""
+    with _registered(con, "rejected", _rows(rejections, "uri", "rev", "reason", "time_us")):
+        con.execute("INSERT OR IGNORE INTO rejections SELECT uri, rev, reason, time_us, ? FROM rejected", [stamp])
+
+
+def _rows(items: Sequence[object], *fields: str) -> pa.Table:
+    """Dataclass rows as a table of the named fields (text columns typed even when every value is None)."""
+    columns = {name: [getattr(item, name) for item in items] for name in fields}
+    return pa.table(
+        {
+            name: pa.array(values, pa.string()) if all(v is None or isinstance(v, str) for v in values) else values
+            for name, values in columns.items()
+        }
+    )
+
+
+@contextmanager
+def _registered(con: Con, name: str, table: pa.Table) -> Iterator[None]:
+    con.register(name, table)
+    try:
+        yield
+    finally:
+        con.unregister(name)
+
+
 def _scalar(con: Con, sql: str) -> Any:
     row = con.execute(sql).fetchone()
     return row[0] if row else None
@@ -713,7 +709,18 @@ WHERE excluded.rev > tracks.rev
 
 # A claim its PDS proved false: its rev is forgotten (the empty string sorts before every TID), so what
 # the PDS proved applies in its place; only the row as it was claimed, not a newer event's.
-_OVERRULE = "UPDATE tracks SET rev = '' WHERE did = ? AND rkey = ? AND rev = ? AND proof = 'pending'"
+_OVERRULE = """
+UPDATE tracks SET rev = '' FROM claims c
+WHERE tracks.did = c.did AND tracks.rkey = c.rkey AND tracks.rev = c.rev AND tracks.proof = 'pending'
+"""
+_MARK_PROOFS = """
+UPDATE tracks SET proof = m.proof, proof_reason = m.reason, changed_us = ? FROM marks m
+WHERE tracks.did = m.did AND tracks.rkey = m.rkey AND tracks.rev = m.rev AND tracks.proof = 'pending'
+"""
+_DELAY_PROOFS = """
+UPDATE tracks SET proof_reason = d.reason, proof_after_us = d.after_us FROM delays d
+WHERE tracks.did = d.did AND tracks.rkey = d.rkey AND tracks.rev = d.rev AND tracks.proof = 'pending'
+"""
 
 # A deletion purges the tracks the account has when it happens (tombstones stay, so nothing older comes
 # back); one older than what the store holds for the account changes nothing.

@@ -286,6 +286,7 @@ class _FeedProcess:
                 acked = self._acks.popleft()
                 if not acked.done():
                     acked.set_exception(FeedGone("the indexing process is gone"))
+                    acked.exception()  # retrieved: a batch given up before it was awaited is no error
 
     async def _report_changes(self) -> None:
         last = None
