@@ -25,6 +25,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from appview_api.admin import NSIDS as ADMIN_NSIDS
+from appview_api.admin import Admin, Control
 from appview_api.audio.routes import audio_route
 from appview_api.errors import MethodNotImplemented
 from appview_api.middleware import MetricsMiddleware
@@ -35,6 +37,7 @@ from appview_api.read import methods
 from appview_api.read.pagination import CursorCodec
 from appview_api.xrpc import EXCEPTION_HANDLERS, json_response
 from indexer import __version__
+from indexer import metrics as relay_metrics
 from indexer.config import Settings
 from indexer.errors import StoreError
 from indexer.ingest.index import Index
@@ -47,8 +50,11 @@ READ_THREADS = 4
 IndexerStatus = Callable[[], Mapping[str, Any]]
 
 
-def create_app(settings: Settings, index: Index, *, indexer_status: IndexerStatus | None = None) -> Starlette:
-    """Build the app over `index` (reads the cursor secret, storing a new one if none exists yet)."""
+def create_app(
+    settings: Settings, index: Index, *, indexer_status: IndexerStatus | None = None, control: Control | None = None
+) -> Starlette:
+    """Build the app over `index` (reads the cursor secret, storing a new one if none exists yet). `control`:
+    the running indexer, for the admin API."""
     codec = CursorCodec(index.cursor_secret(settings.api.cursor_secret))
     pool = ThreadPoolExecutor(READ_THREADS, thread_name_prefix="api-read")
     api = methods.Api(index, codec, pool)
@@ -58,6 +64,7 @@ def create_app(settings: Settings, index: Index, *, indexer_status: IndexerStatu
     publishing = Publishing(settings, index, outbound)
     oauth = OAuth(settings, index, outbound)
     site = Site(settings, api, publishing, oauth)
+    admin = Admin(settings, index, control, pool)
 
     async def xrpc(request: Request) -> Response:
         nsid = request.path_params["nsid"]
@@ -79,6 +86,9 @@ def create_app(settings: Settings, index: Index, *, indexer_status: IndexerStatu
         body["lagSeconds"] = None if cursor is None else max(time.time() - cursor.time_us / 1e6, 0.0)
         if indexer_status is not None:
             body["indexer"] = dict(indexer_status())
+            with contextlib.suppress(StoreError):  # the cursor answered: this read is no different
+                progress = await asyncio.get_running_loop().run_in_executor(pool, index.sync_progress)
+                body["backfill"] = progress.counts()
         failing = index.writes_failing()
         if failing is not None and failing[0] > settings.api.write_grace_seconds:
             seconds, reason = failing
@@ -98,6 +108,12 @@ def create_app(settings: Settings, index: Index, *, indexer_status: IndexerStatu
         )
 
     async def metrics(request: Request) -> Response:
+        if indexer_status is not None:
+            with contextlib.suppress(StoreError):  # the counters still answer
+                progress = await asyncio.get_running_loop().run_in_executor(pool, index.sync_progress)
+                for state, n in progress.counts().items():
+                    if state not in ("total", "done", "records"):
+                        relay_metrics.SYNC_STATES.labels(state=state).set(n)
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     @contextlib.asynccontextmanager
@@ -119,6 +135,7 @@ def create_app(settings: Settings, index: Index, *, indexer_status: IndexerStatu
             *site.routes(),
             *oauth.routes(),
             *publishing.routes(),
+            *admin.routes(),
             audio_route(publishing.storage),
             Route("/xrpc/_health", health),
             Route("/xrpc/{nsid}", xrpc),
@@ -126,7 +143,7 @@ def create_app(settings: Settings, index: Index, *, indexer_status: IndexerStatu
             Route("/metrics", metrics),
         ],
         middleware=[
-            Middleware(MetricsMiddleware, nsids=[*table, *Publishing.NSIDS]),
+            Middleware(MetricsMiddleware, nsids=[*table, *Publishing.NSIDS, *ADMIN_NSIDS]),
             Middleware(CORSMiddleware, allow_origins=["*"], allow_methods=["GET", "HEAD", "POST"], allow_headers=["*"]),
         ],
         exception_handlers=site.exception_handlers(EXCEPTION_HANDLERS),

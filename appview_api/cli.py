@@ -19,10 +19,12 @@ from pathlib import Path
 import orjson
 import uvloop
 
+from appview_api.admin_client import AdminError, Service, follow
 from indexer import __version__
 from indexer.atproto.datetimes import iso_from_us
 from indexer.config import Settings
 from indexer.db.backends import open_store
+from indexer.db.store import now_us
 from indexer.errors import RelayError
 from indexer.ingest.index import Index
 from indexer.ingest.jetstream import parse_cursor
@@ -97,6 +99,13 @@ def _run_indexer(args: argparse.Namespace, settings: Settings) -> int:
     from indexer.ingest.service import Indexer
 
     cursor = parse_cursor(args.cursor) if getattr(args, "cursor", None) is not None else None
+    if cursor is not None and (service := _running(settings)) is not None:
+        try:
+            answer = service.call("app.relay.admin.replay", {"cursor": cursor})
+        finally:
+            service.close()
+        print(f"the service at {service.url} replays from cursor {answer['cursor']} ({answer['time']})")
+        return 0
     with _opened(settings) as index:
         if cursor is not None:
             log.info("replaying from cursor=%d (%s)", cursor, iso_from_us(cursor))
@@ -117,12 +126,71 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _running(settings: Settings) -> Service | None:
+    service = Service.find(settings)
+    if service is not None:
+        log.info("a service answers at %s: asking it (the database stays its own)", service.url)
+    return service
+
+
+def _backfill(args: argparse.Namespace, settings: Settings) -> int:
+    dids = args.did or None
+    if bool(dids) == bool(args.all):
+        raise AdminError("give --did DID (repeatable) or --all")
+    service = _running(settings)
+    if service is not None:
+        try:
+            body = {"all": True} if args.all else {"dids": dids}
+            asked = service.call("app.relay.admin.backfill", body)
+            print(f"the service at {service.url} syncs {asked['requested']} accounts")
+            if not args.no_wait:
+                since = asked["since"]
+                counts = follow(lambda: service.call("app.relay.admin.getStatus", since=since)["progress"])
+                _print_progress(counts)
+        finally:
+            service.close()
+        return 0
+    from indexer.ingest.backfill import sync_once
+
+    with _opened(settings) as index:
+
+        async def run() -> dict[str, int]:
+            done = asyncio.Event()
+            since = now_us()
+            syncing = asyncio.create_task(sync_once(settings, index.writer, dict(index.planner.known), dids, done))
+            try:
+                counts = await asyncio.to_thread(follow, lambda: index.sync_progress(since).counts())
+            finally:
+                done.set()
+                await syncing
+            return counts
+
+        _print_progress(asyncio.run(run()))
+    return 0
+
+
+def _print_progress(counts: dict[str, int]) -> None:
+    print(
+        f"synced {counts['synced']} of {counts['total']} accounts ({counts['records']} tracks); "
+        f"failed {counts['failed']} (tried again later), inactive {counts['inactive']}"
+    )
+
+
 def _status(args: argparse.Namespace, settings: Settings) -> int:
-    store = open_store(settings, read_only=True)
-    try:
-        report = store.status(args.rejections)
-    finally:
-        store.close()
+    service = _running(settings)
+    if service is not None:
+        try:
+            answer = service.call("app.relay.admin.getStatus", rejections=args.rejections)
+        finally:
+            service.close()
+        report = {**answer["status"], "progress": answer["progress"], "indexer": answer.get("indexer")}
+    else:
+        store = open_store(settings, read_only=True)
+        try:
+            report = store.status(args.rejections)
+            report["progress"] = store.sync_progress().counts()
+        finally:
+            store.close()
     if args.json:
         print(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode())
         return 0
@@ -137,6 +205,23 @@ def _status(args: argparse.Namespace, settings: Settings) -> int:
     print(f"rejections: {report['rejections_total']} in all; most recent:")
     for rejection in report["recent_rejections"]:
         print(f"  {rejection['at']}  {rejection['uri']}  {rejection['reason']}")
+    progress = report["progress"]
+    print(
+        f"backfill: {progress['done']} of {progress['total']} accounts done (synced {progress['synced']}, failed "
+        f"{progress['failed']}, inactive {progress['inactive']}; pending {progress['pending']}, syncing "
+        f"{progress['syncing']}), {progress['records']} tracks"
+    )
+    for run in report["backfill"]["discovery"]:
+        state = f"finished {run['finished']}" if run["finished"] else f"in progress (cursor {run['cursor']})"
+        print(f"  relay {run['relay']}: {run['repos']} accounts, started {run['started']}, {state}")
+    for failure in report["backfill"]["recent_failures"]:
+        print(f"  {failure['state']}  {failure['did']}  {failure['reason']}  next {failure['next']}")
+    gap = report.get("window_gap")
+    if gap:
+        print(
+            f"WARNING: the stream began past its window ({gap['missedSeconds']} s of events gone from "
+            f"{gap['source']}, seen {gap['detectedAt']}): every account was synced again"
+        )
     return 0
 
 
@@ -211,14 +296,22 @@ def _parser() -> argparse.ArgumentParser:
                     "relay-appview index --jetstream ws://127.0.0.1:6008/subscribe")
     index.add_argument("--jetstream", action="append", metavar="URL", help="Jetstream URL (repeatable)")
 
-    replay = command("replay", _run_indexer, "Rewind the cursor to VALUE and index from there (idempotent).",
+    replay = command("replay", _run_indexer, "Rewind the cursor to VALUE and index from there (idempotent); a "
+                     "running service is asked to (admin API), else this process indexes.",
                      "relay-appview replay --cursor -2h")
     replay.add_argument("--cursor", required=True,
                         help="unix microseconds, an ISO 8601 time, or relative like -2h, -30m, -90s")
     replay.add_argument("--jetstream", action="append", metavar="URL", help="Jetstream URL (repeatable)")
 
-    status = command("status", _status, "Show the cursor and its lag, tracks by state, recent rejections.",
-                     "relay-appview status --json")
+    backfill = command("backfill", _backfill, "Sync accounts' repositories from their PDSes now, with progress: "
+                       "a running service is asked to (admin API), else this process syncs them.",
+                       "relay-appview backfill --did did:plc:abc123 --did did:plc:def456")
+    backfill.add_argument("--did", action="append", metavar="DID", help="an account to sync (repeatable)")
+    backfill.add_argument("--all", action="store_true", help="every account known, and every relay listed again")
+    backfill.add_argument("--no-wait", action="store_true", help="ask the running service and return at once")
+
+    status = command("status", _status, "Show the cursor and its lag, tracks by state, recent rejections, the "
+                     "backfill; from the running service when one answers.", "relay-appview status --json")
     status.add_argument("--json", action="store_true", help="machine-readable output")
     status.add_argument("--rejections", type=int, default=10, metavar="N", help="how many recent rejections")
 

@@ -124,5 +124,9 @@ class SignInUnavailable(RequestError):
     pass
 
 
+class IndexerNotRunning(RequestError):
+    """An admin call that needs the indexer, to a process that serves the API only (`serve --no-index`)."""
+
+
 class StorageError(RelayError):
     pass

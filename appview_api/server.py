@@ -12,11 +12,12 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from typing import Protocol
 
 import uvicorn
 
+from appview_api.admin import Control
 from appview_api.app import create_app
 from indexer.config import Settings
 from indexer.ingest.index import Index
@@ -24,12 +25,10 @@ from indexer.ingest.index import Index
 log = logging.getLogger(__name__)
 
 
-class Indexer(Protocol):
+class Indexer(Control, Protocol):
     async def run(self) -> None: ...
 
     def stop(self) -> None: ...
-
-    def status(self) -> Mapping[str, object]: ...
 
 
 class _Server(uvicorn.Server):
@@ -40,7 +39,7 @@ class _Server(uvicorn.Server):
 
 async def serve(settings: Settings, index: Index, *, indexer: Indexer | None = None) -> None:
     status = indexer.status if indexer is not None else None
-    app = create_app(settings, index, indexer_status=status)
+    app = create_app(settings, index, indexer_status=status, control=indexer)
     config = uvicorn.Config(
         app,
         host=settings.api.host,

@@ -53,9 +53,11 @@ ERRORS: dict[type[RelayError], tuple[str, int]] = {
     errors.SignInFailed: ("SignInFailed", 400),
     errors.SignInUnavailable: ("SignInUnavailable", 503),
     errors.StorageError: ("StorageUnavailable", 503),
+    errors.IndexerNotRunning: ("IndexerNotRunning", 409),
     StoreUnavailable: ("DatabaseUnavailable", 503),
     StoreError: ("InternalServerError", 500),
 }
+MAX_JSON_BYTES = 64 * 1024  # a procedure's JSON body
 _HTTP_NAMES = {404: "NotFound", 405: "MethodNotAllowed"}
 _EXPOSED = (errors.RequestError, errors.StorageError)  # their reasons are written for the client
 
@@ -168,3 +170,29 @@ def _coerce(param: Param, raw: str) -> Any:
             raise errors.InvalidRequest(f"parameter {param.name!r} must be true or false, got {raw[:50]!r}")
         return raw == "true"
     return raw
+
+
+async def json_input(request: Request, nsid: str) -> dict[str, Any]:
+    """A procedure's JSON body, at most MAX_JSON_BYTES, with only the fields its lexicon names, validated."""
+    if request.headers.get("content-type", "").split(";", 1)[0].strip().lower() != "application/json":
+        raise errors.InvalidRequest("the body must be application/json")
+    body = bytearray()
+    async for chunk in request.stream():
+        body.extend(chunk)
+        if len(body) > MAX_JSON_BYTES:
+            raise errors.PayloadTooLarge(f"the body is larger than {MAX_JSON_BYTES} bytes")
+    try:
+        value = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        raise errors.InvalidRequest("the body is not JSON") from None
+    if not isinstance(value, dict):
+        raise errors.InvalidRequest("the body must be a JSON object")
+    known = lexicons.main_def(nsid)["input"]["schema"]["properties"]
+    unknown = sorted(set(value) - set(known))
+    if unknown:
+        raise errors.InvalidRequest(f"unknown field {unknown[0][:50]!r}: only {', '.join(known)} can be given")
+    try:
+        lexicons.validator().validate(nsid, "input", value)
+    except ValidationError as exc:
+        raise errors.InvalidRequest(str(exc)) from None
+    return value

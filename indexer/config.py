@@ -33,9 +33,13 @@ MIN_SECRET_LENGTH = 32
 T = TypeVar("T")
 
 
-def setting(env: str, default: T, *aliases: str, secret: bool = False) -> T:
-    """A field read from `env` (or, when that is unset, from the first alias that is set)."""
-    metadata = {"env": env, "aliases": aliases}
+_NO_BLANK = object()
+
+
+def setting(env: str, default: T, *aliases: str, secret: bool = False, blank: object = _NO_BLANK) -> T:
+    """A field read from `env` (or, when that is unset, from the first alias that is set). A variable set to
+    nothing counts as unset, unless `blank` says what it means (`RELAY_BACKFILL_URLS=`: no relays)."""
+    metadata = {"env": env, "aliases": aliases, "blank": blank}
     return field(default=default, metadata=metadata, repr=not secret)
 
 
@@ -63,6 +67,9 @@ class IngestSettings:
     stall_seconds: float = setting("RELAY_STALL_SECONDS", 90.0)
     quiet_seconds: float = setting("RELAY_QUIET_SECONDS", 1800.0)
     future_skew_seconds: float = setting("RELAY_FUTURE_SKEW_SECONDS", 86400.0)
+    # A connection whose first event is this much newer than the cursor it asked for started past the host's
+    # retained window (v1 hosts clamp silently): the events between are gone, and every account is synced again.
+    window_gap_seconds: float = setting("RELAY_WINDOW_GAP_SECONDS", 3600.0)
 
     @property
     def max_future_us(self) -> int:
@@ -124,6 +131,36 @@ class ProofSettings:
     retries: int = setting("RELAY_PROOF_RETRIES", 3)  # attempts for a PDS that fails or is busy, then later
     # The first wait after those attempts; it doubles with each miss, up to an hour (or Retry-After).
     retry_seconds: float = setting("RELAY_PROOF_RETRY_SECONDS", 60.0)
+
+
+DEFAULT_BACKFILL_URLS = ("https://relay1.us-east.bsky.network",)
+
+
+@dataclass(frozen=True)
+class BackfillSettings:
+    """The network's history, from the accounts' own repositories (indexer/ingest/backfill.py): which relays
+    list the accounts that hold tracks, how often they are asked again, and how repositories are fetched."""
+
+    enabled: bool = setting("RELAY_BACKFILL", True)  # false: follow Jetstream only, sync no repository
+    # Relays answering com.atproto.sync.listReposByCollection; set to nothing, no discovery (accounts seen on
+    # Jetstream are still synced).
+    urls: tuple[str, ...] = setting("RELAY_BACKFILL_URLS", DEFAULT_BACKFILL_URLS, blank=())
+    discovery_interval_seconds: float = setting("RELAY_DISCOVERY_INTERVAL_SECONDS", 86400.0)
+    concurrency: int = setting("RELAY_BACKFILL_CONCURRENCY", 8)
+    per_host: int = setting("RELAY_BACKFILL_PER_HOST", 2)
+    max_repo_bytes: int = setting("RELAY_BACKFILL_MAX_REPO_BYTES", 256 * 1024 * 1024)  # one getRepo, as streamed
+    timeout_seconds: float = setting("RELAY_BACKFILL_TIMEOUT_SECONDS", 300.0)  # one getRepo, start to end
+    retries: int = setting("RELAY_BACKFILL_RETRIES", 3)  # attempts within one sync, before it waits
+    retry_seconds: float = setting("RELAY_BACKFILL_RETRY_SECONDS", 60.0)  # the first wait after that, doubling to 1 h
+
+
+@dataclass(frozen=True)
+class AdminSettings:
+    """The admin API (`app.relay.admin.*`, off while the token is unset), and where the CLI finds the running
+    service (RELAY_ADMIN_URL; unset: http://RELAY_HOST:RELAY_PORT)."""
+
+    token: str = setting("RELAY_ADMIN_TOKEN", "", secret=True)
+    url: str = setting("RELAY_ADMIN_URL", "")
 
 
 @dataclass(frozen=True)
@@ -212,7 +249,9 @@ class Settings:
     audio: AudioCheckSettings = field(default_factory=AudioCheckSettings)
     identity: IdentitySettings = field(default_factory=IdentitySettings)
     proofs: ProofSettings = field(default_factory=ProofSettings)
+    backfill: BackfillSettings = field(default_factory=BackfillSettings)
     api: ApiSettings = field(default_factory=ApiSettings)
+    admin: AdminSettings = field(default_factory=AdminSettings)
     publish: PublishSettings = field(default_factory=PublishSettings)
     storage: StorageSettings = field(default_factory=StorageSettings)
     web: WebSettings = field(default_factory=WebSettings)
@@ -228,6 +267,17 @@ class Settings:
         settings = _build(cls, values)
         settings.check()
         return settings
+
+    @property
+    def admin_url(self) -> str:
+        """Where the CLI looks for a running service: RELAY_ADMIN_URL, else this machine's RELAY_HOST:RELAY_PORT
+        (a service listening on every address is reached on loopback)."""
+        if self.admin.url:
+            return self.admin.url.rstrip("/")
+        host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(self.api.host, self.api.host)
+        if ":" in host:
+            host = f"[{host}]"
+        return f"http://{host}:{self.api.port}"
 
     def check(self) -> None:
         ingest = self.ingest
@@ -245,6 +295,17 @@ class Settings:
         _ = self.net.nameservers  # raises ConfigError naming a malformed entry
         if self.db.url:
             check_database_url(self.db.url)
+        for url in self.backfill.urls:
+            if not url.startswith(("http://", "https://")):
+                raise ConfigError(f"RELAY_BACKFILL_URLS: {url!r} is not an http:// or https:// URL")
+        if self.backfill.concurrency < 1 or self.backfill.per_host < 1:
+            raise ConfigError("RELAY_BACKFILL_CONCURRENCY and RELAY_BACKFILL_PER_HOST must be at least 1")
+        if self.admin.token and len(self.admin.token) < MIN_SECRET_LENGTH:
+            raise ConfigError(
+                f"RELAY_ADMIN_TOKEN: at least {MIN_SECRET_LENGTH} characters are needed (openssl rand -hex 32)"
+            )
+        if self.admin.url and not self.admin.url.startswith(("http://", "https://")):
+            raise ConfigError(f"RELAY_ADMIN_URL: {self.admin.url!r} is not an http:// or https:// URL")
         if self.web.session_secret and len(self.web.session_secret) < MIN_SECRET_LENGTH:
             raise ConfigError(
                 f"RELAY_SESSION_SECRET: at least {MIN_SECRET_LENGTH} characters are needed (openssl rand -hex 32)"
@@ -287,6 +348,9 @@ def _build(cls: type[T], env: Mapping[str, str]) -> T:
             raw = env.get(name)
             if raw is not None and raw.strip():
                 kwargs[f.name] = _cast(name, raw.strip(), f.default)
+                break
+            if raw is not None and f.metadata["blank"] is not _NO_BLANK:
+                kwargs[f.name] = f.metadata["blank"]
                 break
     return cls(**kwargs)
 

@@ -14,6 +14,10 @@ PROOFS = Counter(
 )
 HANDLES = Counter("relay_handle_checks_total", "Handles checked against their DID, by outcome.", ["outcome"])
 INDEXER_LAG = Gauge("relay_indexer_lag_seconds", "Wall clock minus the time_us of the stored cursor.")
+SYNCS = Counter("relay_backfill_syncs_total", "Finished repository syncs, by outcome.", ["outcome"])
+SYNCED_RECORDS = Counter("relay_backfill_records_total", "Tracks applied from synced repositories.")
+SYNC_STATES = Gauge("relay_backfill_accounts", "Repository syncs asked for in the current round, by state.", ["state"])
+WINDOW_GAPS = Counter("relay_jetstream_window_gaps_total", "Connections that began past the host's retained window.")
 RECONNECTS = Counter("relay_jetstream_reconnects_total", "Jetstream reconnects, by reason.", ["reason"])
 REQUESTS = Counter("relay_http_requests_total", "API requests, by endpoint and status.", ["endpoint", "status"])
 REQUEST_SECONDS = Histogram(

@@ -242,7 +242,9 @@ def main() -> None:
 
 def run(args: argparse.Namespace, workdir: Path, db: Path, vocab: list[str]) -> tuple[dict, int]:
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RELAY_")} | {"RELAY_LOG_LEVEL": "WARNING"}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RELAY_")} | {
+        "RELAY_LOG_LEVEL": "WARNING", "RELAY_BACKFILL_URLS": "", "RELAY_BACKFILL": "false"  # never the public relay
+    }
     cli = Path(sys.executable).with_name("relay-appview")
     server = subprocess.Popen(
         [str(cli), "serve", "--no-index", "--db", str(db), "--port", str(port)], cwd=workdir, env=env

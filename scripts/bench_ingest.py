@@ -77,7 +77,8 @@ def _mix(events: list[dict]) -> dict[str, int]:
 
 
 def _settings(url: str, **variables: str) -> Settings:
-    env = {"RELAY_JETSTREAM_URLS": url, "RELAY_JETSTREAM_COMPRESS": "false", "RELAY_ALLOW_INSECURE": "true"}
+    env = {"RELAY_JETSTREAM_URLS": url, "RELAY_JETSTREAM_COMPRESS": "false", "RELAY_ALLOW_INSECURE": "true",
+           "RELAY_BACKFILL_URLS": "", "RELAY_BACKFILL": "false"}  # never the public relay
     return Settings.from_env({**env, **variables}, env_file="/nonexistent")
 
 

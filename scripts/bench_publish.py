@@ -96,6 +96,8 @@ def service(workdir: Path, pds: LocalPds, env: dict[str, str]) -> Iterator[tuple
         RELAY_PLC_URL=pds.plc_url,
         RELAY_ALLOW_INSECURE="true",
         RELAY_JETSTREAM_URLS="ws://127.0.0.1:9/subscribe",
+        RELAY_BACKFILL_URLS="",  # never the public relay
+        RELAY_BACKFILL="false",
         RELAY_MAX_UPLOAD_BYTES=str(110 * MiB),
         RELAY_PUBLISH_RATE_PER_MINUTE="1000",
         RELAY_LOG_LEVEL="WARNING",

@@ -201,6 +201,7 @@ def main() -> None:
             "RELAY_DATABASE_URL": url, "RELAY_LOG_LEVEL": "WARNING", "RELAY_ALLOW_INSECURE": "true",
             "RELAY_PLC_URL": "http://127.0.0.1:9", "RELAY_AUDIO_DIR": str(workdir / "audio"),
             "RELAY_VERIFY_RECORDS": "false",  # a synthetic stream: no PDS holds its records
+            "RELAY_BACKFILL_URLS": "", "RELAY_BACKFILL": "false",  # never the public relay
         }
         ports = [bench_api.free_port(), bench_api.free_port()]
         bases = [f"http://127.0.0.1:{port}" for port in ports]

@@ -66,6 +66,7 @@ def _serve_and_ask(workdir: Path) -> int:
         port = sock.getsockname()[1]
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RELAY_", "R2_"))}
     env["RELAY_LOG_LEVEL"] = "WARNING"
+    env["RELAY_BACKFILL_URLS"] = ""  # never the public relay
     command = [str(VENV / "bin" / "relay-appview"), "serve", "--no-index", "--port", str(port), "--db", "x.duckdb"]
     server = subprocess.Popen(command, cwd=workdir, env=env, stderr=subprocess.PIPE, text=True)
     base = f"http://127.0.0.1:{port}"

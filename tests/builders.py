@@ -14,10 +14,14 @@ from indexer.db.store import Store
 from indexer.ingest.events import Event, parse
 from indexer.ingest.planner import Planner
 
+# These machines reach only loopback, and the default relay is public: discovery is off unless a test names a
+# loopback relay, and repository syncs are off unless a test turns them on (RELAY_BACKFILL=true).
+NO_BACKFILL = {"RELAY_BACKFILL_URLS": "", "RELAY_BACKFILL": "false"}
+
 
 def make_settings(env: Mapping[str, object] | None = None, **variables: object) -> Settings:
     """Settings as an operator would set them, by variable name (`RELAY_PORT=...`); no `.env` is read."""
-    values = {**(env or {}), **variables}
+    values = {**NO_BACKFILL, **(env or {}), **variables}
     return Settings.from_env({name: _text(value) for name, value in values.items()}, env_file="/nonexistent")
 
 

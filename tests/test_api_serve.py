@@ -16,6 +16,7 @@ import httpx
 import pytest
 
 from indexer.db.duckdb_store import DuckDBStore
+from tests.builders import NO_BACKFILL
 from tests.servers.events import synthetic_track_events
 from tests.servers.jetstream import JetstreamServer
 from tests.waiting import eventually
@@ -71,7 +72,7 @@ def wait_healthy(port: int, proc: subprocess.Popen) -> dict:
 
 def env() -> dict[str, str]:
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("RELAY_", "R2_"))}
-    return clean | {"PYTHONPATH": str(ROOT), "RELAY_LOG_LEVEL": "INFO"}
+    return clean | {"PYTHONPATH": str(ROOT), "RELAY_LOG_LEVEL": "INFO"} | NO_BACKFILL
 
 
 def test_serve_no_index_exits_cleanly_on_sigterm(tmp_path: Path) -> None:
@@ -122,7 +123,7 @@ async def test_health_is_503_once_writes_have_failed_past_the_grace_period(tmp_p
             "RELAY_VERIFY_RECORDS": "false",  # synthetic records no PDS holds: proofs would only add churn
             "RELAY_BATCH_SIZE": "500",
             "RELAY_LOG_LEVEL": "WARNING",
-        }
+        } | NO_BACKFILL
         script = (
             f"mount -t tmpfs -o size=3m tmpfs {disk} && exec {sys.executable} -m appview_api.cli serve "
             f"--db {disk}/relay.duckdb --port {port}"

@@ -160,3 +160,21 @@ def test_decode_block_refuses_raw_blocks() -> None:
     with pytest.raises(MalformedBlock) as caught:
         decode_block(RAW_CID, RAW_DATA, "record")
     assert caught.value.reason == f"record {cid_str(RAW_CID)} is not dag-cbor"
+
+
+def test_a_commit_whose_signature_parses_as_a_cid_is_still_canonical() -> None:
+    """About one random 64-byte signature in a thousand parses as a CID, and libipld's encoder would write
+    it back as a link: the commit's `sig` is compared as the byte string it is (seen on the reference PDS)."""
+    from indexer.atproto.cid import cid_for
+    from indexer.atproto.dagcbor import decode_block
+    from indexer.atproto.proof_errors import MalformedBlock
+
+    sig = bytes.fromhex("01ca3aeca25e") + bytes(range(58))
+    commit = {"did": "did:plc:x", "rev": "3mmoojp7vgo22", "sig": sig, "data": RECORD_CID, "prev": None, "version": 3}
+    zeros = libipld.encode_dag_cbor({**commit, "sig": bytes(64)})
+    data = zeros.replace(b"\x58\x40" + bytes(64), b"\x58\x40" + sig)
+    assert libipld.encode_dag_cbor(commit) != data  # libipld writes it back as a link
+    cid = cid_for(data)
+    assert decode_block(cid, data, "commit", bytes_fields=("sig",))["sig"] == sig
+    with pytest.raises(MalformedBlock, match="not canonical"):
+        decode_block(cid, data, "commit")

@@ -17,7 +17,7 @@ import pytest
 from appview_api.cli import _parser
 from indexer.atproto import tid
 from indexer.db.rows import AudioResult, AudioState
-from tests.builders import Applier, open_store
+from tests.builders import NO_BACKFILL, Applier, open_store
 from tests.servers.events import commit, track_record
 
 pytestmark = pytest.mark.slow  # end to end: real processes and servers
@@ -30,7 +30,7 @@ DID = "did:plc:aaaaaaaaaaaaaaaaaaaaaaaa"
 def run_env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RELAY_", "R2_"))}
     env["RELAY_JETSTREAM_URLS"] = "ws://127.0.0.1:9/subscribe"  # never the public hosts
-    return env
+    return env | NO_BACKFILL
 
 
 def run(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -154,7 +154,7 @@ def test_bad_arguments_give_one_clean_line(tmp_path: Path, args: list[str], mess
 
 
 def test_bad_environment_is_named(tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("RELAY_", "R2_"))} | {"RELAY_PORT": "eighty"}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RELAY_", "R2_"))} | {"RELAY_PORT": "eighty"} | NO_BACKFILL
     result = subprocess.run([CLI, "status"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
     assert result.stderr.strip() == "relay-appview: RELAY_PORT='eighty': invalid literal for int() with base 10: 'eighty'"

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from indexer.db.duckdb_store import DuckDBStore
+from tests.builders import NO_BACKFILL
 from tests.reference import reference, snapshot
 from tests.servers.audio import AudioServer
 from tests.servers.events import account, synthetic_track_events, track_record
@@ -53,6 +54,7 @@ async def start(args: list[str], db: Path, server: JetstreamServer, stderr: bool
         "RELAY_PLC_URL": "http://127.0.0.1:9",
         "RELAY_BATCH_SIZE": "1000",
         "RELAY_VERIFY_RECORDS": "false",  # synthetic records: no PDS holds them
+        **NO_BACKFILL,
         "RELAY_LOG_LEVEL": "WARNING",
     }
     pipe = asyncio.subprocess.PIPE if stderr else None

@@ -18,6 +18,7 @@ import httpx
 import pytest
 
 from indexer.db.duckdb_store import DuckDBStore
+from tests.builders import NO_BACKFILL
 from tests.fixtures.pds import LocalPds, PdsAccount
 from tests.fixtures.publish import start_service
 from tests.pds_writes import Repo, rkey_of
@@ -75,6 +76,7 @@ async def test_an_impostor_on_the_stream_is_never_shown_under_the_handle_it_clai
         async with JetstreamServer() as server:
             env = {
                 **{k: v for k, v in os.environ.items() if not k.startswith(("RELAY_", "R2_"))},
+                **NO_BACKFILL,  # never the public relay
                 "RELAY_DB_PATH": str(tmp_path / "serve.duckdb"),
                 "RELAY_AUDIO_DIR": str(tmp_path / "audio"),
                 "RELAY_JETSTREAM_URLS": server.url,

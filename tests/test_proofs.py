@@ -26,6 +26,7 @@ from indexer.atproto import tid
 from indexer.config import Settings
 from indexer.db.duckdb_store import DuckDBStore
 from indexer.ingest.service import Indexer
+from tests.builders import NO_BACKFILL
 from tests.fixtures.pds import LocalPds
 from tests.pds_writes import TRACK, Repo, rkey_of
 from tests.repo_builders import multikey, new_key
@@ -292,6 +293,7 @@ async def test_kill_9_mid_verification_loses_no_proof_and_repeats_none(
         async with JetstreamServer(events) as server:
             env = {
                 **{k: v for k, v in os.environ.items() if not k.startswith(("RELAY_", "R2_"))},
+                **NO_BACKFILL,  # never the public relay
                 "RELAY_DB_PATH": str(db),
                 "RELAY_JETSTREAM_URLS": server.url,
                 "RELAY_ALLOW_INSECURE": "true",

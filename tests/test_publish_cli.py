@@ -25,6 +25,7 @@ MP3 = DATA / "tone-3s.mp3"
 def run(*args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
     base = {k: v for k, v in os.environ.items() if not k.startswith(("RELAY_", "R2_"))}
     base["RELAY_JETSTREAM_URLS"] = "ws://127.0.0.1:9/subscribe"
+    base.update(RELAY_BACKFILL_URLS="", RELAY_BACKFILL="false")  # never the public relay
     return subprocess.run([CLI, *args], cwd=cwd, env=base | env, capture_output=True, text=True, timeout=120)
 
 

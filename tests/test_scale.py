@@ -23,6 +23,7 @@ import psycopg
 import pytest
 
 from indexer.db.pg_store import PgStore
+from tests.builders import NO_BACKFILL
 from tests.fixtures.pds import LocalPds
 from tests.fixtures.publish import DATA
 from tests.reference import reference, snapshot
@@ -97,7 +98,7 @@ def environment(database_url: str, jetstream: JetstreamServer, **extra: str) -> 
         "RELAY_BACKOFF_MAX_SECONDS": "0.5",
         "RELAY_LOG_LEVEL": "INFO",
         "RELAY_VERIFY_RECORDS": "false",  # synthetic streams: no PDS holds these records
-    } | extra
+    } | NO_BACKFILL | extra
 
 
 def visible(database_url: str) -> set[str]:

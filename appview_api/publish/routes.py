@@ -12,20 +12,17 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import anyio.to_thread
-import orjson
-from lexrpc.base import ValidationError
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from appview_api.audio.storage import LocalStorage, R2Storage, make_storage
-from appview_api.errors import InvalidRequest, PayloadTooLarge, QuotaExceeded, RateLimited, RequestError
+from appview_api.errors import QuotaExceeded, RateLimited, RequestError
 from appview_api.publish.pds import Pds, Session
 from appview_api.publish.publisher import Publisher, check_client_rkey
 from appview_api.publish.ratelimit import ByteBudget, RateLimiter
 from appview_api.publish.upload import TEXT_FIELDS, Form, Limits, spool_form, too_large
-from appview_api.xrpc import json_response, method
-from indexer.atproto import lexicons
+from appview_api.xrpc import json_input, json_response, method
 from indexer.config import Settings
 from indexer.ingest.index import Index
 from indexer.net.outbound import Outbound
@@ -35,7 +32,6 @@ log = logging.getLogger(__name__)
 PUBLISH = "app.relay.track.publish"
 UPDATE = "app.relay.track.update"
 DELETE = "app.relay.track.delete"
-MAX_JSON_BYTES = 64 * 1024
 
 Handler = Callable[[Request, Session], Awaitable[dict[str, Any]]]
 
@@ -124,32 +120,7 @@ class Publishing:
             return await self.publisher.publish(session, form, rkey=rkey, dry_run=params["dryRun"])
 
     async def _update(self, request: Request, session: Session) -> dict[str, Any]:
-        return await self.publisher.update(session, await _json_input(request, UPDATE))
+        return await self.publisher.update(session, await json_input(request, UPDATE))
 
     async def _delete(self, request: Request, session: Session) -> dict[str, Any]:
-        return await self.publisher.delete(session, (await _json_input(request, DELETE))["uri"])
-
-
-async def _json_input(request: Request, nsid: str) -> dict[str, Any]:
-    if request.headers.get("content-type", "").split(";", 1)[0].strip().lower() != "application/json":
-        raise InvalidRequest("the body must be application/json")
-    body = bytearray()
-    async for chunk in request.stream():
-        body.extend(chunk)
-        if len(body) > MAX_JSON_BYTES:
-            raise PayloadTooLarge(f"the body is larger than {MAX_JSON_BYTES} bytes")
-    try:
-        value = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        raise InvalidRequest("the body is not JSON") from None
-    if not isinstance(value, dict):
-        raise InvalidRequest("the body must be a JSON object")
-    known = lexicons.main_def(nsid)["input"]["schema"]["properties"]
-    unknown = sorted(set(value) - set(known))
-    if unknown:
-        raise InvalidRequest(f"unknown field {unknown[0][:50]!r}: only {', '.join(known)} can be given")
-    try:
-        lexicons.validator().validate(nsid, "input", value)
-    except ValidationError as exc:
-        raise InvalidRequest(str(exc)) from None
-    return value
+        return await self.publisher.delete(session, (await json_input(request, DELETE))["uri"])

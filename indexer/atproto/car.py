@@ -11,13 +11,16 @@ drives it from an async byte iterator (an httpx response stream); `Car.from_byte
 already in memory (a getRecord proof is about 2 KB).
 
 Blocks are returned as raw bytes and decoded only when a proof walks through them (`dagcbor.decode_block`),
-so records of other collections in a full repository are hash-checked but never decoded.
+so records of other collections in a full repository are hash-checked but never decoded. A reader given
+`keep` holds only the blocks it accepts (and the roots): the others are hash-checked, their CIDs noted in
+`dropped`, their bytes let go, so a repository of 10,000 posts and 50 tracks costs the memory of its tree and
+its tracks, not of the whole CAR.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterable, Mapping
-from dataclasses import dataclass
+from collections.abc import AsyncIterable, Callable, Mapping
+from dataclasses import dataclass, field
 
 import libipld
 
@@ -42,6 +45,7 @@ class Car:
     roots: tuple[bytes, ...]
     blocks: Mapping[bytes, bytes]
     size: int
+    dropped: frozenset[bytes] = field(default=frozenset(), repr=False)  # checked, not kept (see `keep`)
 
     @classmethod
     def from_bytes(cls, data: bytes, *, max_bytes: int) -> Car:
@@ -52,9 +56,12 @@ class Car:
         return reader.finish()
 
 
-async def read_car(chunks: AsyncIterable[bytes], *, max_bytes: int) -> Car:
+Keep = Callable[[bytes], bool]  # given a block's bytes: hold it?
+
+
+async def read_car(chunks: AsyncIterable[bytes], *, max_bytes: int, keep: Keep | None = None) -> Car:
     """Read a whole CAR from a byte stream, failing as soon as it crosses `max_bytes`."""
-    reader = CarReader(max_bytes=max_bytes)
+    reader = CarReader(max_bytes=max_bytes, keep=keep)
     async for chunk in chunks:
         reader.feed(chunk)
     return reader.finish()
@@ -63,8 +70,10 @@ async def read_car(chunks: AsyncIterable[bytes], *, max_bytes: int) -> Car:
 class CarReader:
     """Incremental CAR v1 parser: `feed` bytes, get the blocks completed so far; `finish` at the end."""
 
-    def __init__(self, *, max_bytes: int) -> None:
+    def __init__(self, *, max_bytes: int, keep: Keep | None = None) -> None:
         self._max_bytes = max_bytes
+        self._keep = keep
+        self._dropped: set[bytes] = set()
         self._buffer = bytearray()
         self._consumed = 0  # bytes of the stream before `_buffer`
         self._roots: tuple[bytes, ...] | None = None
@@ -103,7 +112,7 @@ class CarReader:
             raise MalformedCar("CAR ends inside its header" if self._consumed or self._buffer else "CAR is empty")
         if self._buffer:
             raise MalformedCar(f"CAR ends inside block {self._sections + 1}")
-        return Car(self._roots, self._blocks, self._consumed)
+        return Car(self._roots, self._blocks, self._consumed, frozenset(self._dropped))
 
     def _next_section(self, pos: int) -> tuple[int, int] | None:
         """(start, end) of the next complete section in the buffer, or None until more bytes arrive."""
@@ -131,7 +140,10 @@ class CarReader:
         data = section[CID_LENGTH:]
         if not digest_matches(cid, data):
             raise HashMismatch(f"block {cid_str(cid)} does not match its hash")
-        self._blocks.setdefault(cid, data)  # a duplicate has the same bytes: its hash matched too
+        if self._keep is not None and not self._keep(data) and cid not in (self._roots or ()):
+            self._dropped.add(cid)
+        else:
+            self._blocks.setdefault(cid, data)  # a duplicate has the same bytes: its hash matched too
         return cid, data
 
 

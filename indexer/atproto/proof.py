@@ -9,6 +9,9 @@ proven only when the account's own repository, signed with the key of its DID do
 4. the MST under `commit.data` leads from the root to `<collection>/<rkey>` (`mst.py`), and the value
    found there is the CID of the record block in the CAR.
 
+A getRepo CAR is read keeping only what the walk of one collection can need (`repo_blocks`): MST nodes and
+blocks that name the collection; every other block is hash-checked and let go (`car.py`).
+
 The outcome of a getRecord proof is `Proven` (the record, its CID and the commit's rev) or `Absent` (the
 signed tree shows no such key at that rev). Any failure raises a `ProofError` naming the reason. Comparing
 the proven CID with an event's CID is the caller's: a differing CID, or Absent, is a record edited or
@@ -20,7 +23,7 @@ Sans-I/O: bytes or blocks in, outcome out. The caller fetches (with the caps bel
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterable, Iterator, Mapping
+from collections.abc import AsyncIterable, Callable, Iterator, Mapping, Set
 from dataclasses import dataclass
 from typing import Any
 
@@ -70,7 +73,9 @@ class Absent:
 class RepoRecord:
     rkey: str
     cid: str
-    record: dict[str, Any]
+    # None: the CAR holds the block (hash-checked) but it does not even name the collection, so it cannot be
+    # a record of it; it was let go unread (see `repo_blocks`).
+    record: dict[str, Any] | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,23 +106,41 @@ def verify_repo(car: Car, *, did: str, key: SigningKey, collection: str = TRACK_
     acts on part of a repository (records gone from it are deletes, which only a whole listing shows).
     """
     commit = verify_commit(car, did=did, key=key)
-    return VerifiedRepo(did, commit.rev, tuple(iter_records(car.blocks, commit, collection)))
+    return VerifiedRepo(did, commit.rev, tuple(iter_records(car.blocks, commit, collection, car.dropped)))
 
 
 async def read_and_verify_repo(
     chunks: AsyncIterable[bytes], *, did: str, key: SigningKey, max_bytes: int, collection: str = TRACK_COLLECTION
 ) -> VerifiedRepo:
-    """`verify_repo` over a streamed getRepo body, refused as soon as it crosses `max_bytes`."""
-    return verify_repo(await read_car(chunks, max_bytes=max_bytes), did=did, key=key, collection=collection)
+    """`verify_repo` over a streamed getRepo body, refused as soon as it crosses `max_bytes`; only the blocks
+    the walk of `collection` can need are held meanwhile."""
+    car = await read_car(chunks, max_bytes=max_bytes, keep=repo_blocks(collection))
+    return verify_repo(car, did=did, key=key, collection=collection)
 
 
-def iter_records(blocks: Mapping[bytes, bytes], commit: Commit, collection: str) -> Iterator[RepoRecord]:
+# A canonical MST node {e, l} begins with a map of two entries whose first key is "e" (DAG-CBOR sorts keys by
+# length, then bytes): `a2 61 65`.
+_MST_NODE_START = b"\xa2\x61\x65"
+
+
+def repo_blocks(collection: str) -> Callable[[bytes], bool]:
+    """Which blocks of a getRepo CAR to hold for walking `collection`: anything shaped like an MST node, and
+    anything whose bytes name the collection (a record of it must, in its `$type`). A block let go that the
+    walk then meets is a record of another type under our collection: invalid, not missing."""
+    name = collection.encode("ascii")
+    return lambda data: data.startswith(_MST_NODE_START) or name in data
+
+
+def iter_records(
+    blocks: Mapping[bytes, bytes], commit: Commit, collection: str, dropped: Set[bytes] = frozenset()
+) -> Iterator[RepoRecord]:
     """Each record of `collection` in the tree of a verified commit; other collections' records are never
     decoded (only the MST nodes bordering ours are read)."""
     prefix = _repo_path(collection, None)
     for path, value in walk(blocks, commit.data, prefix):
         rkey = path[len(prefix) :].decode("ascii")  # mst checked the key's characters
-        yield RepoRecord(rkey, cid_str(value), _record(blocks, value, path))
+        record = None if value in dropped and value not in blocks else _record(blocks, value, path)
+        yield RepoRecord(rkey, cid_str(value), record)
 
 
 def verify_commit(car: Car, *, did: str, key: SigningKey) -> Commit:
@@ -126,7 +149,7 @@ def verify_commit(car: Car, *, did: str, key: SigningKey) -> Commit:
     data = car.blocks.get(root)
     if data is None:
         raise MissingBlock(f"commit {cid_str(root)} is missing")
-    value = decode_block(root, data, "commit")
+    value = decode_block(root, data, "commit", bytes_fields=("sig",))
     if not isinstance(value, dict):
         raise MalformedBlock(f"commit {cid_str(root)} is not a map")
     _check_commit_fields(value)

@@ -73,9 +73,22 @@ class Rejection:
 
 
 @dataclass(slots=True)
+class WindowGap:
+    """A Jetstream connection that asked for `asked_us` and began at `first_us`, far later: the host no longer
+    held the events between (v1 hosts clamp an old cursor to their oldest event without a word)."""
+
+    asked_us: int
+    first_us: int
+    source: str
+    detected_us: int
+
+
+@dataclass(slots=True)
 class Batch:
     """What one transaction writes, with the Jetstream cursor that covers it (None: not a stream event).
-    `new_accounts` maps each account first indexed here to the stream time of its first commit."""
+    `new_accounts` maps each account first indexed here to the stream time of its first commit; each is also
+    asked to sync its repository (its tracks from before the stream showed it). A batch that carries a
+    `gap` stores it with the cursor that moves past it, and asks every account to sync again."""
 
     segments: list[Segment] = field(default_factory=list)
     rejections: list[Rejection] = field(default_factory=list)
@@ -83,6 +96,7 @@ class Batch:
     identities: set[str] = field(default_factory=set)
     cursor: int | None = None
     counts: dict[str, int] = field(default_factory=dict)
+    gap: WindowGap | None = None
 
     @property
     def has_changes(self) -> bool:
@@ -123,3 +137,69 @@ class ProofOutcomes:
     superseded: pa.Table | None = None
     rejections: list[Rejection] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=dict)
+
+
+# -- repository syncs (backfill) -------------------------------------------------------------------------
+
+# An account's sync: asked for (pending), claimed by a worker (syncing), done at a rev (synced), or not this
+# time (failed, with the reason and when to try again); a PDS that refuses the repo as taken down, suspended
+# or deactivated makes the account inactive instead (synced again once the stream says it is active).
+PENDING_SYNC, SYNCING, SYNCED, FAILED, INACTIVE = "pending", "syncing", "synced", "failed", "inactive"
+SYNC_STATES = (PENDING_SYNC, SYNCING, SYNCED, FAILED, INACTIVE)
+# The `seq` of an account status a sync observed (the PDS's answer), not an upstream event: of two statuses
+# with one time the upstream event wins, and only a status a sync set is lifted by a later sync that works.
+SYNC_SEQ = -1
+
+
+@dataclass(slots=True)
+class SyncResult:
+    """How one account's sync ended, as its row in `account_syncs` records it."""
+
+    did: str
+    state: str  # SYNCED, FAILED or INACTIVE
+    reason: str | None = None
+    rev: str | None = None  # synced: the repository's rev, at which its records were applied
+    records: int = 0  # synced: the tracks the repository holds
+    attempts: int = 0  # failed: how many times in a row
+    next_us: int = 0  # failed: not asked again before this
+    status: str | None = None  # inactive: the PDS's word (takendown, suspended, deactivated)
+    since_us: int | None = None  # synced, new to the index: followed from this time
+    at_us: int = 0  # when the answer came: orders a status against the stream's account events
+
+
+@dataclass(slots=True)
+class SyncBatch:
+    """Finished syncs of one or more accounts, written in one transaction: each synced repository's records
+    (TRACK_SCHEMA, proven, at its rev; records the repository no longer holds become tombstones at that rev),
+    the lexicon's rejections, account statuses and each sync's state."""
+
+    results: list[SyncResult] = field(default_factory=list)
+    tracks: pa.Table | None = None
+    rejections: list[Rejection] = field(default_factory=list)
+    counts: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class DiscoveryPage:
+    """One page of a relay's listReposByCollection: its accounts become pending syncs and its cursor is kept,
+    in one transaction, so a restart goes on from the next page. `started_us` names the run (a run is every
+    page from the first to the one without a cursor)."""
+
+    relay: str
+    started_us: int
+    dids: list[str]
+    cursor: str | None  # the next page's; None: this was the last
+
+
+def sync_statuses(batch: SyncBatch) -> list[AccountChange]:
+    """The account statuses a batch of syncs showed, as account changes ordered like the stream's (by the
+    time the PDS answered; of two with one time the stream's event wins, its seq being above SYNC_SEQ): a
+    PDS that served the repository says the account is active, one that refused it as taken down or
+    deactivated says it is not."""
+    changes = []
+    for result in batch.results:
+        if result.state == SYNCED:
+            changes.append(AccountChange(result.did, result.at_us, SYNC_SEQ, True, None))
+        elif result.state == INACTIVE:
+            changes.append(AccountChange(result.did, result.at_us, SYNC_SEQ, False, result.status))
+    return changes

@@ -23,10 +23,32 @@ import pyarrow as pa
 
 from indexer import __version__
 from indexer.atproto.datetimes import iso_from_us
-from indexer.db.batch import AccountChange, Batch, ProofOutcomes, Rejection, Segment
-from indexer.db.rows import AccountRow, AudioResult, ProofJob, Status, StoredCursor, TrackRow
+from indexer.db import sync_sql
+from indexer.db.batch import (
+    SYNCED,
+    TRACK_SCHEMA,
+    AccountChange,
+    Batch,
+    DiscoveryPage,
+    ProofOutcomes,
+    Rejection,
+    Segment,
+    SyncBatch,
+    sync_statuses,
+)
+from indexer.db.rows import (
+    AccountRow,
+    AudioResult,
+    DiscoveryRun,
+    ProofJob,
+    Status,
+    StoredCursor,
+    SyncClaim,
+    SyncProgress,
+    TrackRow,
+)
 from indexer.db.schema import MIGRATIONS
-from indexer.db.store import NO_AUDIO, now_us
+from indexer.db.store import NO_AUDIO, WINDOW_GAP_KEY, now_us
 from indexer.errors import StoreError, StoreUnavailable
 
 log = logging.getLogger(__name__)
@@ -234,12 +256,27 @@ class DuckDBStore:
             "recent_rejections": [
                 {"uri": uri, "rev": rev, "reason": reason, "at": iso_from_us(at)} for uri, rev, reason, at in rejections
             ],
+            **sync_sql.status_parts(
+                self.sync_progress(),
+                self.discovery_runs(),
+                self.meta(WINDOW_GAP_KEY),
+                con.execute(sync_sql.duck(sync_sql.RECENT_FAILURES), [recent_rejections]).fetchall(),
+            ),
         }
 
     @_guarded
     def oauth_session(self, key: str) -> bytes | None:
         row = self.reader().execute("SELECT sealed FROM oauth_sessions WHERE id = ?", [key]).fetchone()
         return bytes(row[0]) if row else None
+
+    @_guarded
+    def sync_progress(self, since_us: int = 0) -> SyncProgress:
+        rows = self.reader().execute(sync_sql.duck(sync_sql.PROGRESS), [since_us]).fetchall()
+        return sync_sql.progress(rows)
+
+    @_guarded
+    def discovery_runs(self) -> list[DiscoveryRun]:
+        return [DiscoveryRun(*row) for row in self.reader().execute(sync_sql.DISCOVERY_RUNS).fetchall()]
 
     # -- writes (writer thread only) ---------------------------------------------------------------
 
@@ -271,7 +308,8 @@ class DuckDBStore:
             self.generation += 1
         return pending
 
-    def _insert_accounts(self, con: Con, accounts: dict[str, int], stamp: int) -> None:
+    def _insert_accounts(self, con: Con, accounts: dict[str, int], stamp: int, *, sync: bool = True) -> None:
+        """`sync`: ask each new account's repository too (its tracks from before the stream showed it)."""
         table = pa.table({"did": list(accounts), "since_us": list(accounts.values())})
         with _registered(con, "new_accounts", table):
             con.execute(
@@ -279,6 +317,8 @@ class DuckDBStore:
                 "ON CONFLICT DO NOTHING",
                 [stamp],
             )
+            if sync:
+                con.execute(sync_sql.duck(sync_sql.REQUEST_NEW), [sync_sql.FIRST_SEEN, stamp])
 
     def _finish_batch(self, con: Con, batch: Batch, source: str | None, stamp: int) -> None:
         if batch.rejections:
@@ -291,16 +331,24 @@ class DuckDBStore:
                 "updated_us = excluded.updated_us",
                 [batch.cursor, source, stamp],
             )
+        if batch.gap is not None:
+            self._request_all(con, sync_sql.gap_reason(batch.gap), stamp)
+            con.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", [WINDOW_GAP_KEY, sync_sql.gap_json(batch.gap)])
 
     def _apply_tracks(self, con: Con, staged: pa.Table, stamp: int) -> list[str]:
-        fresh_after = stamp - self._recheck_us
         with _registered(con, "staged", staged):
-            con.execute(_UPSERT_TRACKS, {"now": stamp, "fresh_after": fresh_after})
-            rows = con.execute(
-                "SELECT DISTINCT s.audio_url FROM staged s WHERE NOT s.deleted AND NOT EXISTS ("
-                " SELECT 1 FROM audio_checks c WHERE c.url = s.audio_url AND c.checked_us > ?)",
-                [fresh_after],
-            ).fetchall()
+            return self._upsert_staged(con, stamp)
+
+    def _upsert_staged(self, con: Con, stamp: int) -> list[str]:
+        """Upsert the registered `staged` relation (each row only over an older rev); returns the audio URLs
+        that need a check."""
+        fresh_after = stamp - self._recheck_us
+        con.execute(_UPSERT_TRACKS, {"now": stamp, "fresh_after": fresh_after})
+        rows = con.execute(
+            "SELECT DISTINCT s.audio_url FROM staged s WHERE NOT s.deleted AND NOT EXISTS ("
+            " SELECT 1 FROM audio_checks c WHERE c.url = s.audio_url AND c.checked_us > ?)",
+            [fresh_after],
+        ).fetchall()
         return [url for (url,) in rows]
 
     def _apply_accounts(self, con: Con, changes: list[AccountChange], stamp: int) -> None:
@@ -329,6 +377,7 @@ class DuckDBStore:
                 "WHERE tracks.did = a.did AND a.did IN (SELECT did FROM changed) AND tracks.hidden = a.active",
                 [stamp],
             )
+            con.execute(sync_sql.duck(sync_sql.REACTIVATED), [stamp])
 
     @_guarded
     def apply_proofs(self, outcomes: ProofOutcomes) -> list[str]:
@@ -352,6 +401,74 @@ class DuckDBStore:
                 _insert_rejections(con, outcomes.rejections, stamp)
         self.generation += 1
         return pending
+
+    # -- repository syncs ------------------------------------------------------------------------------
+
+    @_guarded
+    def claim_syncs(self, now_us: int, limit: int) -> list[SyncClaim]:
+        with self._transaction() as con:
+            rows = con.execute(sync_sql.duck(sync_sql.CLAIM), [now_us, limit]).fetchall()
+        return [SyncClaim(*row) for row in rows]
+
+    @_guarded
+    def reset_syncs(self) -> int:
+        with self._transaction() as con:
+            return len(con.execute(sync_sql.RESET).fetchall())
+
+    @_guarded
+    def apply_syncs(self, batch: SyncBatch) -> list[str]:
+        """One transaction: accounts new to the index, the statuses the PDSes showed, the records (proven, at
+        each repository's rev, merged by rev with what the stream applied), tombstones for records gone, and
+        each sync's state. A crash before its commit leaves the syncs `syncing`: `reset_syncs` redoes them."""
+        stamp = self._stamp()
+        synced = [r for r in batch.results if r.state == SYNCED]
+        with self._transaction() as con:
+            new = {r.did: r.since_us for r in synced if r.since_us is not None}
+            if new:
+                self._insert_accounts(con, new, stamp, sync=False)
+            statuses = sync_statuses(batch)
+            if statuses:
+                self._apply_accounts(con, statuses, stamp)
+            staged = batch.tracks if batch.tracks is not None else TRACK_SCHEMA.empty_table()
+            with (
+                _registered(con, "staged", staged),
+                _registered(con, "synced", sync_sql.synced_table(batch.results)),
+                _registered(con, "sync_results", sync_sql.results_table(batch.results)),
+            ):
+                pending = self._upsert_staged(con, stamp) if batch.tracks is not None else []
+                if synced:
+                    con.execute(sync_sql.duck(sync_sql.GONE), [stamp])
+                con.execute(sync_sql.duck(sync_sql.SAVE_RESULTS), [stamp])
+            if batch.rejections:
+                _insert_rejections(con, batch.rejections, stamp)
+        self.generation += 1
+        return pending
+
+    @_guarded
+    def request_syncs(self, dids: list[str] | None, reason: str) -> int:
+        stamp = self._stamp()
+        with self._transaction() as con:
+            if dids is None:
+                return self._request_all(con, reason, stamp)
+            with _registered(con, "asked", sync_sql.dids_table(dids)):
+                con.execute(sync_sql.duck(sync_sql.REQUEST_DIDS), [reason, stamp])
+        return len(set(dids))
+
+    def _request_all(self, con: Con, reason: str, stamp: int) -> int:
+        """Every account the index knows syncs again, and every relay is listed again from its first page."""
+        con.execute(sync_sql.duck(sync_sql.ADD_KNOWN), [reason, stamp])
+        con.execute(sync_sql.duck(sync_sql.REQUEST_ALL), [reason, stamp])
+        con.execute(sync_sql.duck(sync_sql.RESTART_DISCOVERY), [stamp])
+        row = con.execute("SELECT count(*) FROM account_syncs WHERE requested_us = ?", [stamp]).fetchone()
+        return int(row[0]) if row else 0
+
+    @_guarded
+    def record_discovery(self, page: DiscoveryPage) -> None:
+        stamp = self._stamp()
+        with self._transaction() as con:
+            with _registered(con, "listed", sync_sql.dids_table(page.dids)):
+                con.execute(sync_sql.duck(sync_sql.DISCOVERED), [sync_sql.listed_reason(page.relay), stamp])
+            con.execute(sync_sql.duck(sync_sql.DISCOVERY_PAGE), sync_sql.discovery_row(page, stamp))
 
     @_guarded
     def record_audio(self, results: Iterable[AudioResult]) -> None:

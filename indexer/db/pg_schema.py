@@ -124,4 +124,31 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX tracks_unproven ON tracks (proof_after_us) WHERE proof = 'pending';
     CREATE INDEX audio_checks_age ON audio_checks (checked_us) WHERE state IN ('verified', 'unavailable');
     """,
+    # Backfill (DuckDB's migration 9). The sync workers ask for the due syncs: an index on them.
+    """
+    CREATE TABLE account_syncs (
+        did text COLLATE "C" PRIMARY KEY,
+        state text NOT NULL,
+        reason text,
+        attempts integer NOT NULL DEFAULT 0,
+        next_us bigint NOT NULL DEFAULT 0,
+        requested_us bigint NOT NULL,
+        rev text COLLATE "C",
+        synced_us bigint,
+        records integer NOT NULL DEFAULT 0
+    );
+    CREATE INDEX account_syncs_due ON account_syncs (next_us) WHERE state IN ('pending', 'failed');
+
+    CREATE TABLE discovery (
+        relay text COLLATE "C" PRIMARY KEY,
+        page_cursor text,
+        started_us bigint NOT NULL,
+        finished_us bigint,
+        repos bigint NOT NULL DEFAULT 0
+    );
+
+    INSERT INTO account_syncs (did, state, reason, requested_us)
+    SELECT did, 'pending', 'indexed before backfill existed', (extract(epoch FROM now()) * 1000000)::bigint
+    FROM accounts;
+    """,
 )

@@ -23,6 +23,12 @@ STAGING_TABLES = (
         purge_seq bigint)""",
     """CREATE TEMP TABLE IF NOT EXISTS results (
         url text COLLATE "C", state text, reason text, status integer, content_type text, checked_us bigint)""",
+    """CREATE TEMP TABLE IF NOT EXISTS asked (did text COLLATE "C")""",
+    """CREATE TEMP TABLE IF NOT EXISTS listed (did text COLLATE "C")""",
+    """CREATE TEMP TABLE IF NOT EXISTS synced (did text COLLATE "C", rev text COLLATE "C")""",
+    """CREATE TEMP TABLE IF NOT EXISTS sync_results (
+        did text COLLATE "C", state text, reason text, rev text COLLATE "C", records integer, attempts integer,
+        next_us bigint)""",
 )
 
 TAKE_STAMP = (

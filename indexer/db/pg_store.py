@@ -39,12 +39,32 @@ import pyarrow.csv as pacsv
 from indexer import __version__
 from indexer.atproto.datetimes import iso_from_us
 from indexer.db import pg_sql as sql
-from indexer.db.batch import AccountChange, Batch, ProofOutcomes
+from indexer.db import sync_sql
+from indexer.db.batch import (
+    SYNCED,
+    TRACK_SCHEMA,
+    AccountChange,
+    Batch,
+    DiscoveryPage,
+    ProofOutcomes,
+    SyncBatch,
+    sync_statuses,
+)
 from indexer.db.pg_connect import Connection, Pool, connect, guarded, redacted, translated, usable
 from indexer.db.pg_listen import Listener
 from indexer.db.pg_schema import MIGRATIONS
-from indexer.db.rows import AccountRow, AudioResult, ProofJob, Status, StoredCursor, TrackRow
-from indexer.db.store import now_us
+from indexer.db.rows import (
+    AccountRow,
+    AudioResult,
+    DiscoveryRun,
+    ProofJob,
+    Status,
+    StoredCursor,
+    SyncClaim,
+    SyncProgress,
+    TrackRow,
+)
+from indexer.db.store import WINDOW_GAP_KEY, now_us
 from indexer.errors import StoreUnavailable
 
 log = logging.getLogger(__name__)
@@ -168,7 +188,21 @@ class PgStore:
                 {"uri": uri, "rev": rev, "reason": reason, "at": iso_from_us(at)}
                 for uri, rev, reason, at in rejections
             ],
+            **sync_sql.status_parts(
+                self.sync_progress(),
+                self.discovery_runs(),
+                self.meta(WINDOW_GAP_KEY),
+                self._all(sync_sql.RECENT_FAILURES, recent_rejections),
+            ),
         }
+
+    @guarded
+    def sync_progress(self, since_us: int = 0) -> SyncProgress:
+        return sync_sql.progress(self._all(sync_sql.PROGRESS, since_us))
+
+    @guarded
+    def discovery_runs(self) -> list[DiscoveryRun]:
+        return [DiscoveryRun(*row) for row in self._all(sync_sql.DISCOVERY_RUNS)]
 
     @guarded
     def oauth_session(self, key: str) -> bytes | None:
@@ -195,6 +229,7 @@ class PgStore:
                 new = pa.table({"did": list(batch.new_accounts), "since_us": list(batch.new_accounts.values())})
                 _stage(con, "new_accounts", new)
                 con.execute(sql.INSERT_ACCOUNTS, {"stamp": stamp})
+                con.execute(sync_sql.REQUEST_NEW, (sync_sql.FIRST_SEEN, stamp))
             for segment in batch.segments:
                 if segment.accounts:
                     self._apply_accounts(con, segment.accounts, stamp)
@@ -207,6 +242,9 @@ class PgStore:
                 )
             if batch.cursor is not None:
                 con.execute(sql.ADVANCE_CURSOR, (batch.cursor, source, stamp))
+            if batch.gap is not None:
+                self._request_all(con, sync_sql.gap_reason(batch.gap), stamp)
+                con.execute(sql.SET_META, (WINDOW_GAP_KEY, sync_sql.gap_json(batch.gap)))
             if batch.has_changes:
                 _signal(con)
         if batch.has_changes:
@@ -238,6 +276,78 @@ class PgStore:
         con.execute(sql.PURGE, {"stamp": stamp})
         con.execute(sql.ACCOUNT_STATES)
         con.execute(sql.ACCOUNT_VISIBILITY, (stamp,))
+        con.execute(sync_sql.REACTIVATED, (stamp,))
+
+    # -- repository syncs ------------------------------------------------------------------------------
+
+    @guarded
+    def claim_syncs(self, now_us: int, limit: int) -> list[SyncClaim]:
+        with self._transaction() as con:
+            rows = con.execute(sync_sql.CLAIM, (now_us, limit)).fetchall()
+        return [SyncClaim(*row) for row in rows]
+
+    @guarded
+    def reset_syncs(self) -> int:
+        with self._transaction() as con:
+            return len(con.execute(sync_sql.RESET).fetchall())
+
+    @guarded
+    def apply_syncs(self, batch: SyncBatch) -> list[str]:
+        """As DuckDB's: one transaction for the batch's syncs."""
+        pending: list[str] = []
+        synced = [r for r in batch.results if r.state == SYNCED]
+        with self._transaction() as con:
+            stamp = self._stamp(con)
+            new = {r.did: r.since_us for r in synced if r.since_us is not None}
+            if new:
+                _stage(con, "new_accounts", pa.table({"did": list(new), "since_us": list(new.values())}))
+                con.execute(sql.INSERT_ACCOUNTS, {"stamp": stamp})
+            statuses = sync_statuses(batch)
+            if statuses:
+                self._apply_accounts(con, statuses, stamp)
+            _stage(con, "synced", sync_sql.synced_table(batch.results))
+            _stage(con, "sync_results", sync_sql.results_table(batch.results))
+            _stage(con, "staged", batch.tracks if batch.tracks is not None else TRACK_SCHEMA.empty_table())
+            if batch.tracks is not None:
+                fresh_after = stamp - self._recheck_us
+                con.execute(sql.UPSERT_TRACKS, {"now": stamp, "fresh_after": fresh_after})
+                pending = [url for (url,) in con.execute(sql.NEEDS_CHECK, (fresh_after,)).fetchall()]
+            if synced:
+                con.execute(sync_sql.GONE, (stamp,))
+            con.execute(sync_sql.SAVE_RESULTS, (stamp,))
+            if batch.rejections:
+                con.cursor().executemany(
+                    sql.INSERT_REJECTION,
+                    [(_text(r.uri), _text(r.rev), _text(r.reason), r.time_us, stamp) for r in batch.rejections],
+                )
+            _signal(con)
+        self._bump()
+        return pending
+
+    @guarded
+    def request_syncs(self, dids: list[str] | None, reason: str) -> int:
+        with self._transaction() as con:
+            stamp = self._stamp(con)
+            if dids is None:
+                return self._request_all(con, reason, stamp)
+            _stage(con, "asked", sync_sql.dids_table(dids))
+            con.execute(sync_sql.REQUEST_DIDS, (reason, stamp))
+        return len(set(dids))
+
+    def _request_all(self, con: Connection, reason: str, stamp: int) -> int:
+        con.execute(sync_sql.ADD_KNOWN, (reason, stamp))
+        con.execute(sync_sql.REQUEST_ALL, (reason, stamp))
+        con.execute(sync_sql.RESTART_DISCOVERY, (stamp,))
+        row = con.execute("SELECT count(*) FROM account_syncs WHERE requested_us = %s", (stamp,)).fetchone()
+        return int(row[0]) if row else 0
+
+    @guarded
+    def record_discovery(self, page: DiscoveryPage) -> None:
+        with self._transaction() as con:
+            stamp = self._stamp(con)
+            _stage(con, "listed", sync_sql.dids_table(page.dids))
+            con.execute(sync_sql.DISCOVERED, (sync_sql.listed_reason(page.relay), stamp))
+            con.execute(sync_sql.DISCOVERY_PAGE, sync_sql.discovery_row(page, stamp))
 
     @guarded
     def apply_proofs(self, outcomes: ProofOutcomes) -> list[str]:
@@ -492,4 +602,3 @@ def _text(value: str) -> str:
 
 def _signal(con: Connection) -> None:
     con.execute(sql.SIGNAL)
-

@@ -62,6 +62,47 @@ class TrackRow(NamedTuple):
     changed_us: int
 
 
+@dataclass(frozen=True, slots=True)
+class DiscoveryRun:
+    """A relay's listing: in progress (`finished_us` None, going on from `cursor`), or finished."""
+
+    relay: str
+    cursor: str | None
+    started_us: int
+    finished_us: int | None
+    repos: int
+
+
+@dataclass(frozen=True, slots=True)
+class SyncClaim:
+    """An account a sync worker takes on, with the failures in a row before it (the backoff doubles)."""
+
+    did: str
+    attempts: int
+
+
+@dataclass(frozen=True, slots=True)
+class SyncProgress:
+    """Syncs by state and the tracks the synced ones hold, among those asked for since a time."""
+
+    states: dict[str, int]
+    records: int
+
+    @property
+    def total(self) -> int:
+        return sum(self.states.values())
+
+    @property
+    def outstanding(self) -> int:
+        return self.states.get("pending", 0) + self.states.get("syncing", 0)
+
+    def counts(self) -> dict[str, int]:
+        """As /xrpc/_health, /metrics and app.relay.admin.getStatus show them: done is synced, failed or
+        inactive (failed ones are tried again later)."""
+        states = {state: self.states.get(state, 0) for state in ("synced", "failed", "inactive", "pending", "syncing")}
+        return {"total": self.total, "done": self.total - self.outstanding, **states, "records": self.records}
+
+
 class AccountRow(NamedTuple):
     did: str
     handle: str | None

@@ -131,4 +131,31 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE tracks ADD COLUMN proof_after_us BIGINT DEFAULT 0;
     UPDATE tracks SET proof = CASE WHEN deleted THEN 'proven' ELSE 'pending' END;
     """,
+    # Backfill (indexer/ingest/backfill.py): each account's repository sync (pending, syncing, synced, failed
+    # with its reason and next try, inactive; the rev synced), and each relay's listing with its page cursor.
+    # Every account indexed so far is synced once: its tracks from before the stream showed it.
+    """
+    CREATE TABLE account_syncs (
+        did VARCHAR PRIMARY KEY,
+        state VARCHAR NOT NULL,
+        reason VARCHAR,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_us BIGINT NOT NULL DEFAULT 0,
+        requested_us BIGINT NOT NULL,
+        rev VARCHAR,
+        synced_us BIGINT,
+        records INTEGER NOT NULL DEFAULT 0
+    );
+
+    CREATE TABLE discovery (
+        relay VARCHAR PRIMARY KEY,
+        page_cursor VARCHAR,
+        started_us BIGINT NOT NULL,
+        finished_us BIGINT,
+        repos BIGINT NOT NULL DEFAULT 0
+    );
+
+    INSERT INTO account_syncs (did, state, reason, requested_us)
+    SELECT did, 'pending', 'indexed before backfill existed', epoch_us(now()) FROM accounts;
+    """,
 )

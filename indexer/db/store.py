@@ -16,10 +16,21 @@ from collections.abc import Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager
 from typing import Protocol
 
-from indexer.db.batch import Batch, ProofOutcomes
-from indexer.db.rows import AccountRow, AudioResult, ProofJob, Status, StoredCursor, TrackRow
+from indexer.db.batch import Batch, DiscoveryPage, ProofOutcomes, SyncBatch
+from indexer.db.rows import (
+    AccountRow,
+    AudioResult,
+    DiscoveryRun,
+    ProofJob,
+    Status,
+    StoredCursor,
+    SyncClaim,
+    SyncProgress,
+    TrackRow,
+)
 
 NO_AUDIO = "none"  # audio_state of a tombstone
+WINDOW_GAP_KEY = "window_gap"  # meta: the last gap the stream showed (JSON), for health and status
 
 
 def now_us() -> int:
@@ -96,6 +107,12 @@ class Store(Protocol):
         """The sealed web sign-in session stored under `key` (a hash of its cookie), if any."""
         ...
 
+    def sync_progress(self, since_us: int = 0) -> SyncProgress:
+        """Account syncs asked for at or after `since_us`, by state, and the tracks the synced ones hold."""
+        ...
+
+    def discovery_runs(self) -> list[DiscoveryRun]: ...
+
     # -- writes (the writer thread only) --------------------------------------------------------------
 
     def lead(self) -> bool:
@@ -121,6 +138,29 @@ class Store(Protocol):
         ...
 
     def rewind(self, time_us: int, source: str | None) -> None: ...
+
+    # Repository syncs (backfill): the per-account state machine and the relays' listings.
+
+    def claim_syncs(self, now_us: int, limit: int) -> list[SyncClaim]:
+        """Mark up to `limit` due syncs (pending, or failed and past their wait) syncing, and return them."""
+        ...
+
+    def reset_syncs(self) -> int:
+        """Syncs left `syncing` by a process that stopped (or died) mid-way are pending again; how many."""
+        ...
+
+    def apply_syncs(self, batch: SyncBatch) -> list[str]:
+        """Commit finished syncs; returns the audio URLs that now need a check."""
+        ...
+
+    def request_syncs(self, dids: list[str] | None, reason: str) -> int:
+        """Ask these accounts (None: every account the index knows, and every relay's listing from its first
+        page) to sync again now; returns how many syncs were asked for."""
+        ...
+
+    def record_discovery(self, page: DiscoveryPage) -> None:
+        """A relay's page: its accounts not yet known become pending syncs, with the cursor, at once."""
+        ...
 
     def record_upload(self, did: str, key: str, size: int) -> None: ...
 

@@ -15,8 +15,8 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
 from indexer import metrics
-from indexer.db.batch import Batch, ProofOutcomes
-from indexer.db.rows import AudioResult, ProofJob
+from indexer.db.batch import Batch, DiscoveryPage, ProofOutcomes, SyncBatch
+from indexer.db.rows import AudioResult, DiscoveryRun, ProofJob, SyncClaim
 from indexer.db.store import Store
 
 log = logging.getLogger(__name__)
@@ -60,6 +60,30 @@ class Writer:
     async def due_proofs(self, now_us: int) -> list[ProofJob]:
         """Store.pending_proofs, in order with the writes (see unproven)."""
         return await self._run(self.store.pending_proofs, now_us)
+
+    # -- repository syncs (see indexer/ingest/backfill.py) ----------------------------------------------
+
+    async def reset_syncs(self) -> int:
+        return await self._run(self.store.reset_syncs)
+
+    async def claim_syncs(self, now_us: int, limit: int) -> list[SyncClaim]:
+        return await self._run(self.store.claim_syncs, now_us, limit)
+
+    async def apply_syncs(self, batch: SyncBatch) -> list[str]:
+        return await self._run(self.store.apply_syncs, batch)
+
+    async def record_discovery(self, page: DiscoveryPage) -> None:
+        await self._run(self.store.record_discovery, page)
+
+    async def request_syncs(self, dids: list[str] | None, reason: str) -> int:
+        return await self._run(self.store.request_syncs, dids, reason)
+
+    async def discovery_runs(self) -> list[DiscoveryRun]:
+        """Read here, in order with the writes: a page just recorded is seen."""
+        return await self._run(self.store.discovery_runs)
+
+    async def rewind_to(self, time_us: int, source: str | None) -> None:
+        await self._run(self.store.rewind, time_us, source)
 
     async def record_audio(self, results: Iterable[AudioResult]) -> None:
         await self._run(self.store.record_audio, list(results))

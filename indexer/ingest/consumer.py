@@ -25,6 +25,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 
@@ -35,6 +36,7 @@ from websockets.frames import CloseCode
 from indexer import metrics
 from indexer.atproto.nsid import TRACK_COLLECTION
 from indexer.config import IngestSettings
+from indexer.db.batch import WindowGap
 from indexer.errors import MalformedEvent
 from indexer.ingest.events import Commit, Event, parse
 from indexer.ingest.jetstream import MAX_EVENT_BYTES, FrameDecoder, OversizedFrame, subscribe_url
@@ -86,6 +88,13 @@ class Consumer:
         self._skip_step = 1
         self._next_cap = MAX_MESSAGE_BYTES  # SKIP_MESSAGE_BYTES for the one connection after a 1009
         self._stepping = False  # stepping past a frame over the skip cap, until a connection gets past it
+        self._asked: int | None = None  # the cursor this connection asked for
+        self.gap: WindowGap | None = None  # a connection that began past the host's window, not yet shipped
+
+    def take_gap(self) -> WindowGap | None:
+        """The window gap the events pending now follow, once (the batch that carries them stores it)."""
+        gap, self.gap = self.gap, None
+        return gap
 
     def stop(self) -> None:
         self._stopping.set()
@@ -101,6 +110,7 @@ class Consumer:
                 cursor, self._skip_to = self._skip_to, None
             url = subscribe_url(base, self._collections, cursor, self.settings.compress, MAX_EVENT_BYTES)
             self.connections += 1
+            self._asked = cursor
             received, reason = await self._connect(url, base, cursor)
             if self._stopping.is_set():
                 break
@@ -215,6 +225,8 @@ class Consumer:
                     metrics.REJECTIONS.labels(reason="malformed_frame").inc()
                     log.warning("malformed frame skipped reason=%s frame=%r", exc.reason, message[:120])
                     continue
+                if not received:
+                    self._check_window(event.time_us, source)
                 received += 1
                 self._last_received_us = event.time_us
                 if type(event) is Commit:
@@ -224,6 +236,19 @@ class Consumer:
                     await self._ship(source)
         finally:
             self._received = received
+
+    def _check_window(self, first_us: int, source: str) -> None:
+        """v1 hosts start a cursor older than their window at their oldest event without a word: a first
+        event far newer than the cursor asked for means the events between are gone from this host."""
+        asked = self._asked
+        if asked is None or first_us - asked <= self.settings.window_gap_seconds * 1_000_000:
+            return
+        self.gap = WindowGap(asked, first_us, source, time.time_ns() // 1000)
+        log.error(
+            "jetstream began past its window: asked cursor=%d, first event time_us=%d, %.0f s of events are gone "
+            "from host=%s; every account is synced again from its repository",
+            asked, first_us, (first_us - asked) / 1e6, source,
+        )
 
     async def _watch(self, ws: ClientConnection, source: str, ended: asyncio.Event) -> None:
         """Time-based flushes, keepalive, stall and quiet detection, and stop requests, for one connection

@@ -249,6 +249,7 @@ class _FeedProcess:
         for kind, n in Counter(map(type, events)).items():
             metrics.EVENTS_RECEIVED.labels(kind=kind.__name__.lower()).inc(n)
         batch = self._planner.plan(events)
+        batch.gap = self._consumer.take_gap()
         acked: asyncio.Future[Ack] = asyncio.get_running_loop().create_future()
         self._acks.append(acked)
         assert self._writer is not None

@@ -19,7 +19,7 @@ from contextlib import AbstractContextManager
 
 from indexer.atproto.nsid import TRACK_COLLECTION
 from indexer.db.batch import Batch
-from indexer.db.rows import AudioResult, AudioState, Status, StoredCursor
+from indexer.db.rows import AudioResult, AudioState, Status, StoredCursor, SyncProgress
 from indexer.db.store import CatalogSnapshot, Store, now_us
 from indexer.db.writer import Writer
 from indexer.ingest.events import Commit
@@ -157,3 +157,6 @@ class Index:
 
     def status(self, recent_rejections: int = 10) -> Status:
         return self.store.status(recent_rejections)
+
+    def sync_progress(self, since_us: int = 0) -> SyncProgress:
+        return self.store.sync_progress(since_us)

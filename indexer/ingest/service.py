@@ -7,6 +7,7 @@ handle lookups, and the slow recheck of audio that answered (link rot). `serve` 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import math
@@ -15,6 +16,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import httpx
 import pyarrow.compute as pc
 
 from indexer import metrics
@@ -23,6 +25,7 @@ from indexer.db.batch import Batch
 from indexer.db.rows import AudioResult, ProofJob
 from indexer.db.store import now_us
 from indexer.errors import StoreError
+from indexer.ingest.backfill import Backfiller
 from indexer.ingest.feed import Ack, Feed, Start
 from indexer.ingest.index import Index
 from indexer.ingest.planner import PENDING
@@ -31,9 +34,12 @@ from indexer.ingest.workqueue import WorkQueue
 from indexer.net.audio_check import AudioChecker
 from indexer.net.outbound import Outbound
 from indexer.net.prover import ProofResult, Prover
+from indexer.net.repos import RepoFetcher
 from indexer.runtime import tune_for_ingest
 
 PROOF_SWEEP_SECONDS = 30.0  # how often proofs that had to wait are looked for
+BACKFILL_AUDIO_SECONDS = 0.1  # how often audio of synced tracks is handed to the checks
+BACKFILL_AUDIO_IN_FLIGHT = 4  # checks of synced tracks' audio at a time while syncs are in hand
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +78,9 @@ class Indexer:
         self.standby = False  # another indexer holds the writer lock: this one waits to take over
         self._lost_lead = False
         self._unreachable = False
+        self.backfill: Backfiller | None = None
+        self._synced_audio: collections.deque[str] = collections.deque()  # from syncs, not yet handed over
+        self.window_gap: dict[str, object] | None = None  # the last gap this process saw in the stream
 
     def stop(self) -> None:
         self._stopping.set()
@@ -87,7 +96,25 @@ class Indexer:
             "audioChecksOutstanding": self.audio.outstanding if self.audio else 0,
             "handleLookupsOutstanding": self.handles.outstanding if self.handles else 0,
             "proofsOutstanding": self.proofs.outstanding if self.proofs else 0,
+            "syncsInHand": self.backfill.in_hand if self.backfill else 0,
+            "discovering": self.backfill.discovering if self.backfill else None,
+            "windowGap": self.window_gap,
         }
+
+    async def replay(self, time_us: int) -> None:
+        """Rewind the running indexer to `time_us` (an operator's `replay`): the feed stops, and the next one
+        starts exactly there once the batches it had in hand are committed (they would move the cursor on)."""
+        self._replay_from = time_us
+        if self._feed is not None:
+            self._feed.stop()
+
+    async def request_backfill(self, dids: list[str] | None) -> int:
+        """Sync these accounts again now (None: every account, and every relay's listing from its start)."""
+        reason = "asked for by an operator"
+        asked = await self.index.writer.request_syncs(dids, reason)
+        if self.backfill is not None:
+            self.backfill.wake(discover=dids is None)
+        return asked
 
     async def run(self) -> None:
         """Index until stop(); then flush the batch in hand and the finished work, and return."""
@@ -120,6 +147,21 @@ class Indexer:
                 asyncio.create_task(task)
                 for task in (self._sweep_proofs(), self._recheck_audio(), self._recheck_handles())
             ]
+            if self.settings.backfill.enabled:
+                relays = httpx.AsyncClient(timeout=httpx.Timeout(60.0), trust_env=False)  # the operator's choice
+                stack.push_async_callback(relays.aclose)
+                insecure = self.settings.net.allow_insecure
+                fetcher = RepoFetcher(self.settings.backfill, outbound.identity, outbound.web, allow_insecure=insecure)
+                self.backfill = Backfiller(
+                    self.settings.backfill,
+                    writer,
+                    fetcher,
+                    known=lambda did: did in self.index.planner.known,
+                    on_synced=self._synced,
+                    max_future_us=self.settings.ingest.max_future_us,
+                    relay_client=relays,
+                )
+                workers += [asyncio.create_task(self.backfill.run()), asyncio.create_task(self._backfill_audio())]
             try:
                 await self._follow()
             finally:
@@ -136,6 +178,10 @@ class Indexer:
                 if not await self._take_lead():
                     return
                 self._lost_lead = False
+            if self._replay_from is not None:
+                await self.index.writer.rewind_to(self._replay_from, "replay")
+                log.warning("replaying from cursor=%d", self._replay_from)
+                self.cursor, self._replay_from, self._rewind_first = self._replay_from, None, False
             known = dict(self.index.planner.known)
             start = Start(self.settings, self.cursor, self._rewind_first, known, self.settings.ingest.max_future_us)
             self._rewind_first = True
@@ -147,6 +193,8 @@ class Indexer:
             self._feed = None
             if self._stopping.is_set():
                 return
+            if self._replay_from is not None:
+                continue  # stopped for a replay: start again at once, from the replay's cursor
             failures = 0 if committed else failures + 1
             delay = random.uniform(0.5, 1.0) * min(self.settings.ingest.backoff_max_seconds, 2.0**failures)
             log.error("feed process exited code=%s committed=%d restart_in=%.1fs", feed.exitcode, committed, delay)
@@ -227,6 +275,16 @@ class Indexer:
 
     async def _commit(self, batch: Batch, source: str | None) -> None:
         pending = await self.index.commit(batch, source)
+        if batch.gap is not None:
+            gap = batch.gap
+            metrics.WINDOW_GAPS.inc()
+            self.window_gap = {"askedCursor": gap.asked_us, "firstEvent": gap.first_us, "source": gap.source}
+            log.error(
+                "the stream skipped events it no longer holds asked=%d first=%d source=%s: syncing every account "
+                "again and listing every relay again", gap.asked_us, gap.first_us, gap.source,
+            )
+        if self.backfill is not None and (batch.new_accounts or batch.gap is not None):
+            self.backfill.wake(discover=batch.gap is not None)
         if pending and self.audio is not None:
             self.audio.submit(pending)
         if self.proofs is not None and (jobs := _proof_jobs(batch)):
@@ -236,6 +294,30 @@ class Indexer:
         if batch.cursor is not None:
             self.cursor = batch.cursor if self.cursor is None else max(self.cursor, batch.cursor)
             metrics.INDEXER_LAG.set(max(time.time() - batch.cursor / 1_000_000, 0.0))
+
+    def _synced(self, new_accounts: dict[str, int], pending: list[str]) -> None:
+        """What finished syncs brought: audio to check (see `_backfill_audio`), and accounts now indexed to
+        follow and resolve."""
+        self._synced_audio.extend(pending)
+        if new_accounts:
+            self.index.planner.known.update(new_accounts)
+            self._follow_accounts(new_accounts)
+            if self.handles is not None:
+                self.handles.submit(new_accounts)
+
+    async def _backfill_audio(self) -> None:
+        """Audio of synced tracks yields to the syncs: while repositories are in hand only a few checks run
+        at a time (a backfill of thousands of tracks would otherwise spend the event loop on HEAD requests
+        and hold the syncs back), and the rest once they are done. The URLs wait in the store as pending
+        too, so a restart loses none."""
+        while True:
+            await asyncio.sleep(BACKFILL_AUDIO_SECONDS)
+            if self.audio is None or self.backfill is None or not self._synced_audio:
+                continue
+            room = len(self._synced_audio)
+            if self.backfill.in_hand:
+                room = max(0, BACKFILL_AUDIO_IN_FLIGHT - self.audio.outstanding)
+            self.audio.submit([self._synced_audio.popleft() for _ in range(min(room, len(self._synced_audio)))])
 
     async def _record_handles(self, results: list[tuple[str, str | None] | None]) -> None:
         handles = dict(result for result in results if result is not None)

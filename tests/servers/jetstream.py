@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import re
 import struct
+import time
 from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -163,10 +164,15 @@ class JetstreamServer:
         *,
         ping_interval: float | None = None,
         honours_max_message_size: bool = True,
+        retention_seconds: float | None = None,
     ) -> None:
         """`honours_max_message_size=False` plays a host that sends events over a subscriber's
-        maxMessageSizeBytes anyway."""
+        maxMessageSizeBytes anyway. `retention_seconds` is the host's window, as the public hosts keep about
+        a day: events older than that (by wall clock) are gone, and a cursor older than the window silently
+        starts at the oldest event still held, as v1 does (`forget_before` drops events by time too)."""
         self.ping_interval = ping_interval
+        self.retention_seconds = retention_seconds
+        self.retained_from: int | None = None
         self.honours_max_message_size = honours_max_message_size
         self.connections: list[ConnectionLog] = []
         self._log: list[Entry] = []
@@ -223,6 +229,17 @@ class JetstreamServer:
             self._log.append(Entry(event["time_us"], event["did"], collection, encode_frame(payload, _OP_TEXT)))
         for stream in self._streams:
             stream.wake.set()
+
+    def forget_before(self, time_us: int) -> None:
+        """The host no longer holds events older than `time_us` (its window moved past them)."""
+        self.retained_from = time_us
+
+    def _oldest_held(self) -> int | None:
+        oldest = self.retained_from
+        if self.retention_seconds is not None:
+            window = time.time_ns() // 1000 - int(self.retention_seconds * 1_000_000)
+            oldest = window if oldest is None else max(oldest, window)
+        return oldest
 
     def plan(
         self,
@@ -316,12 +333,15 @@ class JetstreamServer:
 
     def _next(self, stream: _Stream) -> Entry | None:
         cursor = stream.subscription.cursor
+        oldest = self._oldest_held()
         while stream.position < len(self._log):
             index = stream.position
             entry = self._log[index]
             stream.position += 1
             if cursor is not None and index < stream.replay_end and entry.time_us < cursor:
                 continue
+            if oldest is not None and index < stream.replay_end and entry.time_us < oldest:
+                continue  # out of the window: gone, whatever the cursor asked for
             limit = stream.subscription.max_message_bytes
             if limit and self.honours_max_message_size and _payload_size(entry.text_frame) > limit:
                 continue
