@@ -191,6 +191,21 @@ class DiscoveryPage:
     cursor: str | None  # the next page's; None: this was the last
 
 
+def account_table(changes: list[AccountChange]) -> pa.Table:
+    """Account changes as the stores' `changed` relation (typed even when a column is all nulls)."""
+    return pa.table(
+        {
+            "did": [c.did for c in changes],
+            "at_us": pa.array([c.at_us for c in changes], pa.int64()),
+            "seq": pa.array([c.seq for c in changes], pa.int64()),
+            "active": [c.active for c in changes],
+            "status": pa.array([c.status for c in changes], pa.string()),
+            "purge_at_us": pa.array([c.purge_at_us for c in changes], pa.int64()),
+            "purge_seq": pa.array([c.purge_seq for c in changes], pa.int64()),
+        }
+    )
+
+
 def sync_statuses(batch: SyncBatch) -> list[AccountChange]:
     """The account statuses a batch of syncs showed, as account changes ordered like the stream's (by the
     time the PDS answered; of two with one time the stream's event wins, its seq being above SYNC_SEQ): a

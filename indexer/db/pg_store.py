@@ -48,6 +48,7 @@ from indexer.db.batch import (
     DiscoveryPage,
     ProofOutcomes,
     SyncBatch,
+    account_table,
     sync_statuses,
 )
 from indexer.db.pg_connect import Connection, Pool, connect, guarded, redacted, translated, usable
@@ -261,17 +262,7 @@ class PgStore:
     def _apply_accounts(self, con: Connection, changes: list[AccountChange], stamp: int) -> None:
         """Purge first, judged against the key held before this change; then the newer state; then which of
         the accounts' tracks show."""
-        table = pa.table(
-            {
-                "did": [c.did for c in changes],
-                "at_us": pa.array([c.at_us for c in changes], pa.int64()),
-                "seq": pa.array([c.seq for c in changes], pa.int64()),
-                "active": [c.active for c in changes],
-                "status": pa.array([c.status for c in changes], pa.string()),
-                "purge_at_us": pa.array([c.purge_at_us for c in changes], pa.int64()),
-                "purge_seq": pa.array([c.purge_seq for c in changes], pa.int64()),
-            }
-        )
+        table = account_table(changes)
         _stage(con, "changed", table)
         con.execute(sql.PURGE, {"stamp": stamp})
         con.execute(sql.ACCOUNT_STATES)
